@@ -21,6 +21,23 @@ def test_support_exact_and_density(density):
     assert float(jnp.linalg.svd(jac, compute_uv=False)[:, -1].min()) > 0  # injective
 
 
+def test_every_edge_is_a_real_edge_and_dense_mixing_mixes():
+    """Weights on the support are bounded away from zero (off-diagonal |w| in [0.5, 1.5]),
+    so the mixing is not close to element-wise: the observations alone are far from the
+    latents (MCC well below 1) once the mixing is dense."""
+    from mechind import metrics
+
+    mccs = []
+    for s in range(4):
+        d = data.make_domain_data(jax.random.PRNGKey(s), 2, 6, 2000, 1.0)
+        w = np.asarray(d.params["w"])
+        off = ~np.eye(6, dtype=bool)
+        assert np.all((np.abs(w[off]) >= 0.5) & (np.abs(w[off]) <= 1.5))
+        assert np.all((np.abs(w.diagonal()) >= 1.0) & (np.abs(w.diagonal()) <= 2.0))
+        mccs.append(float(metrics.mcc_from_corr(metrics.correlation_matrix(d.z, d.x))))
+    assert np.mean(mccs) < 0.75
+
+
 def test_domain_statistics():
     d = data.make_domain_data(jax.random.PRNGKey(1), 4, 3, 20_000, 0.5)
     u = np.asarray(d.u)
