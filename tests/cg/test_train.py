@@ -39,6 +39,34 @@ def test_domain_count_is_vmapped_data():
     assert 0 < m["mcc"] <= 1
 
 
+def test_observations_are_standardized_and_identity_mcc_matches_scipy():
+    """Rebuild a run's held-out z and x with numpy from its data and check the reported
+    MCC of the observations themselves against scipy's assignment on np.corrcoef."""
+    from scipy.optimize import linear_sum_assignment
+
+    cfg = SMALL.replace(num_steps=2, num_train=2048, num_val=2048)
+    task = cg_train.make_task(cfg)
+    key = rng.key(3)
+    data = jax.device_get(task.make_data(key))
+    w, a, b = (np.asarray(data["mixing"][k], np.float64) for k in ("w", "a", "b"))
+    leaky = lambda v: np.where(v >= 0, v, 0.2 * v)  # noqa: E731
+    idx = np.arange(cfg.num_train, cfg.num_train + cfg.num_val)
+
+    def held_out(d):
+        u = data["perm"][idx] % d
+        z = data["mu"][u] + data["sigma"][u] * data["eps"][idx]
+        return z, (leaky(leaky(a * z + b) @ w.T) - data["x_mean"]) / data["x_std"]
+
+    _, xs = held_out(cfg.max_domains)  # the pooled population the statistics describe
+    np.testing.assert_allclose(xs.mean(0), 0, atol=0.15)
+    np.testing.assert_allclose(xs.std(0), 1, atol=0.15)
+    z, xs = held_out(2)
+    c = np.abs(np.corrcoef(z.T, xs.T)[:3, 3:])
+    r, p = linear_sum_assignment(-c)
+    _, m = cg_train.train(key, cfg.replace(num_domains=2))
+    assert float(m["mcc_identity"]) == pytest.approx(c[r, p].mean(), abs=1e-4)
+
+
 def test_fd_penalty_option_trains():
     cfg = SMALL.replace(penalty="fd", fd_step=1e-3)
     _, m = cg_train.train(rng.key(1), cfg)
@@ -52,6 +80,7 @@ def test_fd_penalty_option_trains():
     (dict(alpha=-0.1), "alpha"),
     (dict(prior="laplace"), "prior"),
     (dict(penalty="bwd"), "penalty"),
+    (dict(penalty_units="metres"), "penalty_units"),
     (dict(max_domains=0), "num_domains"),
 ])
 def test_bad_config(kw, match):
