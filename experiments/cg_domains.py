@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cg import data as cg_data, models, train as cg_train
+from cg import data as cg_data, losses, models, train as cg_train
 from experiments import sweep
 from mechind import metrics, report
 
@@ -36,7 +36,7 @@ PRESETS = {
                   num_val=2_000, alphas=(0.0, 0.01, 0.05, 0.1, 0.5), alpha_domains=(2,),
                   dense_domains=(2, 8), chunk=2_500),
 }
-DEFAULT_ALPHA = 0.01  # CG-VAE's sparsity weight in the method comparison
+DEFAULT_ALPHA = 0.1  # CG-VAE's sparsity weight in the method comparison (the CG reference code's lambda_sparse)
 DENSE_DENSITY = 1.0
 
 
@@ -76,7 +76,7 @@ def build_groups(p: dict, seeds: list[int], base: cg_train.CGConfig) -> list[swe
                            sparse=any(r["alpha"] > 0 for r in uniq))
         key = {"prior": prior, "density": density, "latent_dim": cfg.latent_dim, "latent_dist": cfg.latent_dist, "num_train": cfg.num_train,
                "num_val": cfg.num_val, "batch_size": cfg.batch_size, "steps_cfg": cfg.num_steps,
-               "obs_var": cfg.obs_var, "penalty": cfg.penalty}
+               "obs_var": cfg.obs_var, "penalty": cfg.penalty, "penalty_units": cfg.penalty_units}
         groups.append(sweep.Group(
             key=key, make_task=lambda cfg=cfg: cg_train.make_task(cfg),
             keys=sweep.seed_keys([r["seed"] for r in uniq]),
@@ -84,9 +84,18 @@ def build_groups(p: dict, seeds: list[int], base: cg_train.CGConfig) -> list[swe
                                      [cfg.lr] * len(uniq), [r["domains"] for r in uniq]),
             runs=uniq,
             finish=lambda m: {"mcc": metrics.mcc_from_corr(m["corr"]),
-                              "mcc_spearman": metrics.mcc_from_corr(m["corr_spearman"])},
+                              "mcc_spearman": metrics.mcc_from_corr(m["corr_spearman"]),
+                              "mcc_identity": metrics.mcc_from_corr(m["corr_identity"]),
+                              "latent_std": float(m["latent_std"])},
         ))
     return groups
+
+
+def _style(method: str) -> dict:
+    """One colour per method in both panels; the no-model floor dashed grey."""
+    if method == IDENTITY:
+        return {"color": "grey", "linestyle": "--"}
+    return {"color": f"C{list(models.METHODS).index(method) % 10}"}
 
 
 def figure(records, path: Path, title: str) -> None:
@@ -100,13 +109,15 @@ def figure(records, path: Path, title: str) -> None:
     rows, cols, cells = sweep.pivot(main, ("method",), "domains", "mcc")
     for (m,) in rows:
         st = [report.mean_std(cells.get(((m,), c), [])) for c in cols]
-        axes[0].errorbar(cols, [s[0] for s in st], yerr=[s[1] for s in st], marker="o", capsize=3, label=m)
+        axes[0].errorbar(cols, [s[0] for s in st], yerr=[s[1] for s in st], marker="o", capsize=3, label=m,
+                         **_style(m))
     axes[0].set_title(f"sparse mixing (density {sparse_density})")
     dense = [r for r in records if r["density"] == DENSE_DENSITY]
     rows, cols, cells = sweep.pivot(dense, ("method",), "domains", "mcc")
     for (m,) in rows:
         st = [report.mean_std(cells.get(((m,), c), [])) for c in cols]
-        axes[1].errorbar(cols, [s[0] for s in st], yerr=[s[1] for s in st], marker="s", capsize=3, label=m)
+        axes[1].errorbar(cols, [s[0] for s in st], yerr=[s[1] for s in st], marker="s", capsize=3, label=m,
+                         **_style(m))
     axes[1].set_title("dense mixing (density 1.0)")
     for ax in axes:
         ax.set_xlabel("number of domains")
@@ -120,23 +131,43 @@ def figure(records, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+IDENTITY = "observations x (no model)"
+
+
+def with_identity(records: list[dict]) -> list[dict]:
+    """``records`` plus one pseudo-record per (seed, domains, density): the MCC of the
+    standardized observations themselves, the floor any model must beat."""
+    seen, out = set(), list(records)
+    for r in records:
+        k = (r["seed"], r["domains"], r["density"])
+        if k not in seen and "mcc_identity" in r and not r["failed"]:
+            seen.add(k)
+            out.append({**r, "method": IDENTITY, "alpha": 0.0, "mcc": r["mcc_identity"]})
+    return out
+
+
 def _is_main(r) -> bool:
     """The method's own setting (CG-VAE at the default alpha), not an alpha-sweep run."""
     return r["method"] != "cg_vae" or r["alpha"] == DEFAULT_ALPHA
 
 
 def write_report(records, out: Path, header: str) -> str:
+    records = with_identity(records)
     sparse_density = min(r["density"] for r in records)
     main = [r for r in records if r["density"] == sparse_density and _is_main(r)]
     md, csv = sweep.mean_std_table(main, ("method",), "domains", "mcc", col_fmt="{} domains")
     alpha_recs = [r for r in records if r["density"] == sparse_density
                   and r["method"] in ("cg_vae", "cg_vae_no_sparsity")]
     md_a, _ = sweep.mean_std_table(alpha_recs, ("alpha",), "domains", "mcc", col_fmt="{} domains")
-    dense = [r for r in records if r["method"] in ("cg_vae", "ivae") and _is_main(r)]
+    md_s, _ = sweep.mean_std_table([r for r in alpha_recs if "latent_std" in r], ("alpha",), "domains",
+                                   "latent_std", col_fmt="{} domains")
+    dense = [r for r in records if r["method"] in ("cg_vae", "ivae", IDENTITY) and _is_main(r)]
     md_d, _ = sweep.mean_std_table(dense, ("method", "density"), "domains", "mcc", col_fmt="{} domains")
     failed = [r for r in records if r["failed"]]
     text = (header + "\n\nMCC (mean ± std over seeds), sparse mixing:\n\n" + md
             + "\nCG-VAE against the sparsity weight α (α = 0 is the no-sparsity ablation):\n\n" + md_a
+            + "\nStandard deviation of CG-VAE's latent codes (encoder means, averaged over latents) against α;"
+            " growth with α means the penalty is being paid by rescaling, not sparsifying:\n\n" + md_s
             + f"\nSparse (density {sparse_density:g}) against dense (density 1.0) mixing:\n\n" + md_d
             + (f"\n{len(failed)} run(s) failed.\n" if failed else ""))
     report.write_atomic(out / "table.md", text)
@@ -154,6 +185,9 @@ def main(argv=None) -> dict:
                     help="within-domain noise of the latents (non-Gaussian makes iVAE's prior misspecified)")
     ap.add_argument("--penalty", choices=("exact", "fd"), default="exact",
                     help="sparse-mixing penalty: exact Jacobian or forward finite differences")
+    ap.add_argument("--penalty-units", choices=losses.UNITS, default="standardized",
+                    help="L1 of the decoder Jacobian in units of each latent's batch std (default; "
+                         "invariant to rescaling a latent) or raw, as the CG paper writes it")
     args = ap.parse_args(argv)
     p = dict(PRESETS[args.preset])
     if args.domains:
@@ -163,6 +197,7 @@ def main(argv=None) -> dict:
         base = cg_train.CGConfig(latent_dim=args.latent_dim or p["latent_dim"], density=p["density"],
                                  alpha=DEFAULT_ALPHA, latent_dist=args.latent_dist, num_train=p["num_train"],
                                  num_val=p["num_val"], num_steps=steps, penalty=args.penalty,
+                                 penalty_units=args.penalty_units,
                                  max_domains=max(8, *p["domains"]))
         for d in p["domains"]:
             base.replace(num_domains=d)
@@ -176,7 +211,8 @@ def main(argv=None) -> dict:
                         progress=not args.no_progress, fresh=args.fresh, max_runs_per_call=args.max_runs_per_call)
     records = [r for r in report.read_jsonl(out / "results.jsonl")
                if r["steps"] == steps and r["seed"] < n_seeds and r["latent_dim"] == base.latent_dim
-               and r["penalty"] == args.penalty and r["density"] in (base.density, DENSE_DENSITY)
+               and r["penalty"] == args.penalty and r.get("penalty_units", "raw") == args.penalty_units
+               and r["obs_var"] == base.obs_var and r["density"] in (base.density, DENSE_DENSITY)
                and r.get("latent_dist", "gaussian") == args.latent_dist]
     if not records:
         raise SystemExit(f"no results in {out}/results.jsonl for these settings")

@@ -44,8 +44,10 @@ def test_cg_domains_end_to_end(tmp_path):
     assert methods == {"cg_vae", "cg_vae_no_sparsity", "cg_vae_no_flow", "ivae", "beta_vae"}
     assert {r["density"] for r in recs} == {0.3, 1.0}
     assert {r["alpha"] for r in recs if r["method"] == "cg_vae"} == {0.01, 0.05, 0.1, 0.5}
-    assert all(0 <= r["mcc"] <= 1 for r in recs)
+    assert all(0 <= r["mcc"] <= 1 and 0 <= r["mcc_identity"] <= 1 for r in recs)
+    assert all(r["penalty_units"] == "standardized" and r["latent_std"] > 0 for r in recs)
     assert "| method |" in out["markdown"] and (tmp_path / "mcc_vs_domains.png").exists()
+    assert cg_domains.IDENTITY in out["markdown"]
 
 
 def test_pivot_and_table_from_records():
