@@ -24,6 +24,7 @@ from cg import losses, models
 from mechind import metrics, rng, runner
 
 Array = jax.Array
+L1_EVAL_SAMPLES = 1_000  # held-out samples for the L1 diagnostics of evaluate()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -144,12 +145,20 @@ def make_task(config: CGConfig) -> runner.Task:
     def evaluate(state, data, hp):
         z, _, x = samples(data, hp["domains"], jnp.arange(c.num_train, n_all))
         mu = enc.apply({"params": state["params"]["enc"]}, x)[:, :n]
+        decode = lambda v: dec.apply({"params": state["params"]["dec"]}, v)  # noqa: E731
+        true_mix = lambda v: (cg_data.mix(data["mixing"], v) - data["x_mean"]) / data["x_std"]  # noqa: E731
+        m = min(c.num_val, L1_EVAL_SAMPLES)
         # the observations themselves as a "representation": the floor a model must beat
         return {"corr": metrics.correlation_matrix(z, mu),
                 "corr_spearman": metrics.correlation_matrix(z, mu, method="spearman"),
                 "corr_identity": metrics.correlation_matrix(z, x),
                 # a raw L1 penalty can be "paid" by inflating this instead of sparsifying J
-                "latent_std": jnp.mean(jnp.std(mu, axis=0))}
+                "latent_std": jnp.mean(jnp.std(mu, axis=0)),
+                # standardized L1 of the learned decoder's Jacobian and of the true mixing's, in the
+                # same units (standardized x per latent std): learned < true while MCC < 1 means the
+                # L1 surrogate prefers a wrong solution; learned > true means it was not minimised
+                "l1_model": losses.sparse_mixing_penalty(decode, mu[:m]),
+                "l1_true": losses.sparse_mixing_penalty(true_mix, z[:m])}
 
     name = f"{c.prior} prior, density {c.density:g}" + (" +L1" if c.sparse else "")
     return runner.Task(make_data, init, step, evaluate, c.num_steps, name)

@@ -46,6 +46,8 @@ def test_cg_domains_end_to_end(tmp_path):
     assert {r["alpha"] for r in recs if r["method"] == "cg_vae"} == {0.01, 0.05, 0.1, 0.5}
     assert all(0 <= r["mcc"] <= 1 and 0 <= r["mcc_identity"] <= 1 for r in recs)
     assert all(r["penalty_units"] == "standardized" and r["latent_std"] > 0 for r in recs)
+    assert all(r["l1_true"] > 0 and r["l1_ratio"] == pytest.approx(r["l1_model"] / r["l1_true"]) for r in recs)
+    assert "divided by that of the true mixing" in out["markdown"]
     assert "| method |" in out["markdown"] and (tmp_path / "mcc_vs_domains.png").exists()
     assert cg_domains.IDENTITY in out["markdown"]
 
