@@ -42,6 +42,7 @@ class CGConfig:
     penalty: str = "exact"  # "exact" Jacobian or "fd" forward differences
     penalty_units: str = "standardized"  # "standardized" (scale-invariant) or "raw" L1, see cg.losses
     fd_step: float = 1e-3  # h for penalty="fd"
+    sparse_warmup: int = 0  # steps trained on the ELBO alone before the penalty is switched on
     alpha: float = 0.1  # sparse-mixing weight
     beta: float = 1.0  # KL weight
     obs_var: float = 0.01  # fixed decoder variance (observations are standardized)
@@ -64,6 +65,8 @@ class CGConfig:
             (self.penalty_units in losses.UNITS,
              f"penalty_units must be one of {losses.UNITS}, got {self.penalty_units!r}"),
             (self.fd_step > 0, f"fd_step must be > 0, got {self.fd_step}"),
+            (0 <= self.sparse_warmup < self.num_steps,
+             f"sparse_warmup must lie in [0, num_steps={self.num_steps}), got {self.sparse_warmup}"),
             (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
             (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
             (self.obs_var > 0, f"obs_var must be > 0, got {self.obs_var}"),
@@ -121,7 +124,7 @@ def make_task(config: CGConfig) -> runner.Task:
         return {"params": params, "opt": optax.adam(hp["lr"]).init(params),
                 "key": rng.to_data(jax.random.fold_in(key, 2))}
 
-    def loss_fn(params, x, u, key, hp):
+    def loss_fn(params, x, u, key, hp, alpha):
         out = enc.apply({"params": params["enc"]}, x)
         mu, log_var = out[:, :n], jnp.clip(out[:, n:], -10.0, 10.0)
         z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)
@@ -130,7 +133,7 @@ def make_task(config: CGConfig) -> runner.Task:
         log_prior = models.prior_log_prob(c.prior, params["prior"], z, u, c.flow_hidden)
         loss, _ = losses.negative_elbo(x, x_hat, z, mu, log_var, log_prior, hp["beta"], c.obs_var)
         if c.sparse:
-            loss = loss + hp["alpha"] * losses.sparse_mixing_penalty(decode, z, c.penalty, c.fd_step, c.penalty_units)
+            loss = loss + alpha * losses.sparse_mixing_penalty(decode, z, c.penalty, c.fd_step, c.penalty_units)
         return loss
 
     def step(state, data, hp, i):
@@ -138,7 +141,9 @@ def make_task(config: CGConfig) -> runner.Task:
         kb, kz = jax.random.split(key)
         idx = jax.random.randint(kb, (c.batch_size,), 0, c.num_train)
         _, u, x = samples(data, hp["domains"], idx)
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x, u, kz, hp)
+        # a warm-up fine-tunes with the penalty from an ELBO solution (as the CG GAN code does)
+        alpha = jnp.where(i >= c.sparse_warmup, hp["alpha"], 0.0)
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x, u, kz, hp, alpha)
         updates, opt = optax.adam(hp["lr"]).update(grads, state["opt"], state["params"])
         return {**state, "params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
 

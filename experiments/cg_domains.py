@@ -76,7 +76,8 @@ def build_groups(p: dict, seeds: list[int], base: cg_train.CGConfig) -> list[swe
                            sparse=any(r["alpha"] > 0 for r in uniq))
         key = {"prior": prior, "density": density, "latent_dim": cfg.latent_dim, "latent_dist": cfg.latent_dist, "num_train": cfg.num_train,
                "num_val": cfg.num_val, "batch_size": cfg.batch_size, "steps_cfg": cfg.num_steps,
-               "obs_var": cfg.obs_var, "penalty": cfg.penalty, "penalty_units": cfg.penalty_units}
+               "obs_var": cfg.obs_var, "penalty": cfg.penalty, "penalty_units": cfg.penalty_units,
+               "sparse_warmup": cfg.sparse_warmup}
         groups.append(sweep.Group(
             key=key, make_task=lambda cfg=cfg: cg_train.make_task(cfg),
             keys=sweep.seed_keys([r["seed"] for r in uniq]),
@@ -197,8 +198,17 @@ def main(argv=None) -> dict:
     ap.add_argument("--penalty-units", choices=losses.UNITS, default="standardized",
                     help="L1 of the decoder Jacobian in units of each latent's batch std (default; "
                          "invariant to rescaling a latent) or raw, as the CG paper writes it")
+    ap.add_argument("--alphas", type=float, nargs="+", default=None,
+                    help="sparsity weights of the α sweep (default: the preset's; 0 is the no-sparsity ablation)")
+    ap.add_argument("--sparse-warmup", type=int, default=0,
+                    help="train this many steps on the ELBO alone, then switch the sparsity penalty on "
+                         "(fine-tuning an ELBO solution); must be below --steps")
     args = ap.parse_args(argv)
     p = dict(PRESETS[args.preset])
+    if args.alphas:
+        if min(args.alphas) < 0:
+            ap.error(f"--alphas must be >= 0, got {args.alphas}")
+        p.update(alphas=tuple(args.alphas))
     if args.domains:
         p.update(domains=tuple(args.domains), alpha_domains=tuple(args.domains), dense_domains=tuple(args.domains))
     try:
@@ -206,7 +216,7 @@ def main(argv=None) -> dict:
         base = cg_train.CGConfig(latent_dim=args.latent_dim or p["latent_dim"], density=p["density"],
                                  alpha=DEFAULT_ALPHA, latent_dist=args.latent_dist, num_train=p["num_train"],
                                  num_val=p["num_val"], num_steps=steps, penalty=args.penalty,
-                                 penalty_units=args.penalty_units,
+                                 penalty_units=args.penalty_units, sparse_warmup=args.sparse_warmup,
                                  max_domains=max(8, *p["domains"]))
         for d in p["domains"]:
             base.replace(num_domains=d)
@@ -221,7 +231,7 @@ def main(argv=None) -> dict:
     records = [r for r in report.read_jsonl(out / "results.jsonl")
                if r["steps"] == steps and r["seed"] < n_seeds and r["latent_dim"] == base.latent_dim
                and r["penalty"] == args.penalty and r.get("penalty_units", "raw") == args.penalty_units
-               and r["obs_var"] == base.obs_var and r["density"] in (base.density, DENSE_DENSITY)
+               and r["obs_var"] == base.obs_var and r.get("sparse_warmup", 0) == base.sparse_warmup and r["density"] in (base.density, DENSE_DENSITY)
                and r.get("latent_dist", "gaussian") == args.latent_dist]
     if not records:
         raise SystemExit(f"no results in {out}/results.jsonl for these settings")
@@ -230,7 +240,9 @@ def main(argv=None) -> dict:
     header = (f"# Sufficient changes + sparse mixing: MCC vs number of domains ({args.preset} preset)\n\n"
               f"Preset {args.preset}: {steps} steps, batch {base.batch_size}, {n_seeds} seeds, n = {base.latent_dim} "
               f"latents ({args.latent_dist} within domains), mixing density {base.density:g}, {base.num_train} train samples split evenly between domains, {base.num_val} held-out; "
-              f"CG-VAE α = {DEFAULT_ALPHA} ({args.penalty} Jacobian), β-VAE β = 4; device {dev['backend']} "
+              f"CG-VAE α = {DEFAULT_ALPHA} ({args.penalty} Jacobian, {args.penalty_units} units"
+              + (f", penalty on after {base.sparse_warmup} steps" if base.sparse_warmup else "") + "), "
+              f"β-VAE β = 4; device {dev['backend']} "
               f"({dev['device_kind']} x{dev['device_count']}). Train time "
               f"{sum(r['train_s_per_run'] for r in records):.0f}s over {len(records)} runs; this invocation {wall:.0f}s.")
     text = write_report(records, out, header)

@@ -98,6 +98,21 @@ def test_l1_diagnostics_match_closed_form_and_finite_differences():
     assert float(m["l1_model"]) == pytest.approx(np.abs(jac_model).sum((1, 2)).mean(), rel=2e-2)
 
 
+def test_sparse_warmup_switches_the_penalty_on_at_its_step():
+    """With the penalty switched on only for the last step, the parameters differ from the
+    alpha = 0 run by one Adam step; with it on from the start they differ far more."""
+    cfg = SMALL.replace(num_steps=40)
+    flat = lambda st: np.concatenate([np.ravel(v) for v in jax.tree.leaves(st["params"])])  # noqa: E731
+    base = flat(cg_train.train(rng.key(2), cfg.replace(alpha=0.0))[0])
+    late = flat(cg_train.train(rng.key(2), cfg.replace(alpha=2.0, sparse_warmup=39))[0])
+    early = flat(cg_train.train(rng.key(2), cfg.replace(alpha=2.0))[0])
+    one_step = np.abs(late - base).max()
+    assert 0 < one_step <= 1.5 * cfg.lr  # Adam moves each parameter by about lr per step
+    assert np.abs(early - base).max() > 5 * one_step
+    with pytest.raises(ValueError, match="sparse_warmup"):
+        cfg.replace(sparse_warmup=40)
+
+
 def test_fd_penalty_option_trains():
     cfg = SMALL.replace(penalty="fd", fd_step=1e-3)
     _, m = cg_train.train(rng.key(1), cfg)

@@ -35,6 +35,13 @@ def test_bad_cli_values_fail_before_compiling(tmp_path):
     assert not (tmp_path / "results.jsonl").exists()
 
 
+def test_cg_bad_cli_values_fail_before_compiling(tmp_path):
+    for bad in (["--alphas", "-0.1"], ["--sparse-warmup", "20", "--steps", "20"], ["--domains", "0"]):
+        with pytest.raises(SystemExit):
+            cg_domains.main(["--out", str(tmp_path), "--no-progress"] + bad)
+    assert not (tmp_path / "results.jsonl").exists()
+
+
 def test_cg_domains_end_to_end(tmp_path):
     args = ["--preset", "quick", "--domains", "2", "3", "--seeds", "1", "--steps", "20", "--no-progress",
             "--out", str(tmp_path)]
