@@ -138,6 +138,48 @@ def mean_std_table(records, row_keys, col_key, value, filt=lambda r: True, col_f
     return report.markdown_table(header, md_rows), report.csv_text(header, csv_rows)
 
 
+def paired_differences(records, row_key: str, col_key: str, value: str, baseline, pair_key: str = "seed") -> dict:
+    """``{(row, col): [value(row) - value(baseline)]}`` over the ``pair_key`` values both
+    have (failed runs dropped). Paired on the seed, a difference compares runs with the same
+    data and initialisation, so it sees effects far below the seed-to-seed spread."""
+    by = {(r[row_key], r[col_key], r[pair_key]): r[value] for r in records if not r["failed"]}
+    out: dict = {}
+    for (row, col, pair), v in sorted(by.items()):
+        base = by.get((baseline, col, pair))
+        if row != baseline and base is not None:
+            out.setdefault((row, col), []).append(v - base)
+    return out
+
+
+def paired_summary(diffs) -> tuple[float, int, int, float]:
+    """``(mean, number > 0, n, p)``; p is the two-sided Wilcoxon signed-rank p-value (exact
+    for small n; 1 when every difference is 0). With n = 5 the smallest possible p is 0.0625."""
+    from scipy import stats
+
+    d = np.asarray(diffs, np.float64)
+    p = float(stats.wilcoxon(d).pvalue) if np.any(d != 0) else 1.0
+    return float(d.mean()), int((d > 0).sum()), int(d.size), p
+
+
+def paired_table(records, row_key: str, col_key: str, value: str, baseline, col_fmt: str = "{}") -> str:
+    """Markdown: per (row, col), the mean paired difference to the ``baseline`` row, how many
+    pairs went up, and the Wilcoxon p-value."""
+    cells = paired_differences(records, row_key, col_key, value, baseline)
+    rows = sorted({k[0] for k in cells})
+    cols = sorted({k[1] for k in cells})
+    body = []
+    for row in rows:
+        cell = []
+        for c in cols:
+            if (row, c) in cells:
+                m, up, n, p = paired_summary(cells[(row, c)])
+                cell.append(f"{m:+.4f} ({up}/{n} up, p={p:.3f})")
+            else:
+                cell.append("")
+        body.append([row, *cell])
+    return report.markdown_table([row_key, *[col_fmt.format(c) for c in cols]], body)
+
+
 def seeds_and_steps(args, preset: dict) -> tuple[int, int]:
     """Seeds and steps of an invocation: the options where given, else the preset's."""
     n_seeds = preset["seeds"] if args.seeds is None else args.seeds

@@ -54,9 +54,25 @@ def test_cg_domains_end_to_end(tmp_path):
     assert all(0 <= r["mcc"] <= 1 and 0 <= r["mcc_identity"] <= 1 for r in recs)
     assert all(r["penalty_units"] == "standardized" and r["latent_std"] > 0 for r in recs)
     assert all(r["l1_true"] > 0 and r["l1_ratio"] == pytest.approx(r["l1_model"] / r["l1_true"]) for r in recs)
-    assert "divided by that of the true mixing" in out["markdown"]
+    assert "divided by that of the true mixing" in out["markdown"] and "paired on the seed" in out["markdown"]
     assert "| method |" in out["markdown"] and (tmp_path / "mcc_vs_domains.png").exists()
     assert cg_domains.IDENTITY in out["markdown"]
+
+
+def test_paired_differences_and_wilcoxon_closed_form():
+    recs = [{"alpha": a, "domains": 2, "seed": s, "mcc": 0.5 + s / 10 + (a > 0) * (s + 1) / 100, "failed": False}
+            for a in (0.0, 0.1) for s in range(5)]
+    recs.append({"alpha": 0.1, "domains": 2, "seed": 9, "mcc": 0.9, "failed": False})  # no baseline: unpaired
+    recs.append({"alpha": 0.0, "domains": 4, "seed": 0, "mcc": 0.1, "failed": False})  # no alpha run: no cell
+    cells = sweep.paired_differences(recs, "alpha", "domains", "mcc", 0.0)
+    assert list(cells) == [(0.1, 2)]
+    np.testing.assert_allclose(cells[(0.1, 2)], [0.01, 0.02, 0.03, 0.04, 0.05])
+    mean, up, n, p = sweep.paired_summary(cells[(0.1, 2)])
+    # all 5 differences positive: the exact two-sided signed-rank p is 2 / 2^5
+    assert (up, n) == (5, 5) and mean == pytest.approx(0.03) and p == pytest.approx(2 / 32)
+    assert sweep.paired_summary([0.0, 0.0])[3] == 1.0
+    md = sweep.paired_table(recs, "alpha", "domains", "mcc", 0.0, col_fmt="{} domains")
+    assert "+0.0300 (5/5 up, p=0.062)" in md and "2 domains" in md
 
 
 def test_pivot_and_table_from_records():
