@@ -174,7 +174,7 @@ def write_report(records, out: Path, header: str) -> str:
             + "\nCG-VAE against the sparsity weight α (α = 0 is the no-sparsity ablation):\n\n" + md_a
             + "\nMCC gain over the no-sparsity ablation, paired on the seed (same data and initialisation):"
               " mean difference, seeds that went up, two-sided Wilcoxon signed-rank p (no correction for the"
-              " number of cells; with 5 seeds p cannot go below 0.0625):\n\n" + md_p
+              " number of cells; with n seeds p cannot go below 2/2^n, 0.0625 for 5):\n\n" + md_p
             + "\nStandard deviation of CG-VAE's latent codes (encoder means, averaged over latents) against α;"
             " growth with α means the penalty is being paid by rescaling, not sparsifying:\n\n" + md_s
             + "\nStandardized L1 of CG-VAE's decoder Jacobian divided by that of the true mixing (same units,"
