@@ -161,7 +161,8 @@ def make_task(config: CGConfig) -> runner.Task:
                 "latent_std": jnp.mean(jnp.std(mu, axis=0)),
                 # standardized L1 of the learned decoder's Jacobian and of the true mixing's, in the
                 # same units (standardized x per latent std): learned < true while MCC < 1 means the
-                # L1 surrogate prefers a wrong solution; learned > true means it was not minimised
+                # penalty is lowered by something other than the true mixing (a wrong solution, or
+                # a decoder shrunk by the posterior noise)
                 "l1_model": losses.sparse_mixing_penalty(decode, mu[:m]),
                 "l1_true": losses.sparse_mixing_penalty(true_mix, z[:m])}
 

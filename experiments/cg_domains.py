@@ -235,7 +235,8 @@ def main(argv=None) -> dict:
     records = [r for r in report.read_jsonl(out / "results.jsonl")
                if r["steps"] == steps and r["seed"] < n_seeds and r["latent_dim"] == base.latent_dim
                and r["penalty"] == args.penalty and r.get("penalty_units", "raw") == args.penalty_units
-               and r["obs_var"] == base.obs_var and r.get("sparse_warmup", 0) == base.sparse_warmup and r["density"] in (base.density, DENSE_DENSITY)
+               and r["obs_var"] == base.obs_var and r.get("sparse_warmup", 0) == base.sparse_warmup
+               and r["density"] in (base.density, DENSE_DENSITY)
                and r.get("latent_dist", "gaussian") == args.latent_dist]
     if not records:
         raise SystemExit(f"no results in {out}/results.jsonl for these settings")
