@@ -27,6 +27,18 @@ def negative_elbo(x, x_hat, z, mu, log_var, log_prior, beta, obs_var) -> tuple[A
     return rec + beta * kl, {"rec": rec, "kl": kl}
 
 
+def negative_elbo_from_log_q(x, x_hat, log_q, log_prior, beta, obs_var) -> Array:
+    """``-ELBO_beta`` from one sample's ``log q(z|x)`` and ``log p(z|u)``, both ``[B]``."""
+    rec = jnp.mean(jnp.sum((x - x_hat) ** 2, -1) / (2 * obs_var))
+    return rec + beta * jnp.mean(log_q - log_prior)
+
+
+def negative_elbo_analytic(x, x_hat, kl, beta, obs_var) -> Array:
+    """``-ELBO_beta`` with the KL in closed form: x, x_hat ``[B, d_x]``, kl ``[B]``."""
+    rec = jnp.mean(jnp.sum((x - x_hat) ** 2, -1) / (2 * obs_var))
+    return rec + beta * jnp.mean(kl)
+
+
 UNITS = ("standardized", "raw")
 
 

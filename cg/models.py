@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 
 from cg import flows
-from mechind.models import MLP
+from mechind.models import ACTIVATIONS as MLP_ACTIVATIONS, MLP
 
 Array = jax.Array
 
@@ -30,9 +30,15 @@ METHODS = {
 }
 
 
-def make_nets(latent_dim: int, obs_dim: int, hidden: tuple[int, ...]):
-    """Gaussian encoder ``x -> (mu, log var)`` and decoder ``z -> x``."""
-    return MLP((*hidden, 2 * latent_dim)), MLP((*hidden, obs_dim))
+ACTIVATIONS = tuple(MLP_ACTIVATIONS)
+
+
+def make_nets(latent_dim: int, obs_dim: int, hidden: tuple[int, ...], activation: str = "lrelu",
+              extra_outputs: int = 0):
+    """Gaussian encoder ``x -> (mu, log var[, off-diagonal Cholesky entries])`` and decoder
+    ``z -> x``; ``extra_outputs`` widens the encoder's output (full covariances)."""
+    return (MLP((*hidden, 2 * latent_dim + extra_outputs), activation),
+            MLP((*hidden, obs_dim), activation))
 
 
 def init_prior(key: Array, prior: str, max_domains: int, latent_dim: int, embed_dim: int, flow_hidden: int) -> dict:
@@ -65,3 +71,21 @@ def prior_log_prob(prior: str, params: dict, z: Array, u: Array, flow_hidden: in
     if prior == "standard":
         return jnp.sum(flows.std_normal_log_prob(z), -1)
     raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+
+
+def prior_kl(prior: str, params: dict, mu: Array, log_var: Array, u: Array, tril: Array | None = None) -> Array:
+    """``KL(q || p(z|u))`` in closed form: ``[B, n]`` -> ``[B]``, with ``q = N(mu, diag
+    e^log_var)``, or ``N(mu, L L^T)`` when the Cholesky factor ``tril [B, n, n]`` is given
+    (then ``log_var`` is ``log L_ii^2``).
+
+    For the Gaussian priors only (a flow prior has no closed form); the one-sample
+    estimate of :func:`cg.losses.negative_elbo` has the same expectation, more variance.
+    """
+    if prior == "gaussian":
+        m, lv = params["mu"][u], params["log_var"][u]
+    elif prior == "standard":
+        m, lv = jnp.zeros_like(mu), jnp.zeros_like(log_var)
+    else:
+        raise ValueError(f"no closed-form KL for prior {prior!r}")
+    var = jnp.exp(log_var) if tril is None else jnp.sum(tril ** 2, -1)  # diag of L L^T
+    return 0.5 * jnp.sum(lv - log_var + (var + (mu - m) ** 2) / jnp.exp(lv) - 1.0, -1)

@@ -14,6 +14,7 @@ fraction of each dimension's variance whatever the mixing's scale.
 from __future__ import annotations
 
 import dataclasses
+from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -54,6 +55,14 @@ class CGConfig:
     batch_size: int = 256
     num_steps: int = 3_000
     lr: float = 1e-3
+    lr_drop: float = 1.0  # fraction of training after which lr is divided by 10 (1: never)
+    activation: str = "lrelu"  # encoder/decoder nonlinearity: "lrelu" (slope 0.2) or "xtanh"
+    encoder_u: bool = False  # condition q(z | x, u) on the one-hot domain, as iVAE's encoder does
+    posterior_cov: str = "diagonal"  # q(z|x) covariance: "diagonal" (mean field) or "full" (Cholesky factor)
+    kl: str = "mc"  # "mc": one-sample KL for every prior; "analytic": closed form where it exists
+    kl_warmup: int = 0  # steps over which the KL weight rises linearly from 0 to beta (against posterior collapse)
+    log_var_min: float = -10.0  # posterior log-variance clip
+    log_var_max: float = 10.0
 
     def __post_init__(self):
         self.spec  # validates domains, latent_dim, density, latent_dist
@@ -71,6 +80,15 @@ class CGConfig:
             (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
             (self.obs_var > 0, f"obs_var must be > 0, got {self.obs_var}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
+            (0 <= self.lr_drop <= 1, f"lr_drop must lie in [0, 1], got {self.lr_drop}"),
+            (self.activation in models.ACTIVATIONS,
+             f"activation must be one of {models.ACTIVATIONS}, got {self.activation!r}"),
+            (self.posterior_cov in ("diagonal", "full"),
+             f"posterior_cov must be 'diagonal' or 'full', got {self.posterior_cov!r}"),
+            (self.kl in ("mc", "analytic"), f"kl must be 'mc' or 'analytic', got {self.kl!r}"),
+            (self.log_var_min < self.log_var_max, "need log_var_min < log_var_max"),
+            (0 <= self.kl_warmup <= self.num_steps,
+             f"kl_warmup must lie in [0, num_steps={self.num_steps}], got {self.kl_warmup}"),
             (self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}"),
             (self.num_train >= self.batch_size >= 1,
              f"need num_train >= batch_size >= 1, got {self.num_train} and {self.batch_size}"),
@@ -94,11 +112,114 @@ def hparams(alphas, betas, lrs, domains) -> dict:
             "lr": jnp.asarray(lrs, jnp.float32), "domains": jnp.asarray(domains, jnp.int32)}
 
 
+class Model(NamedTuple):
+    """The VAE of one config as pure single-run functions, shared by the synthetic
+    experiments (:func:`make_task`) and by :func:`cg.fitting.fit` on user arrays.
+
+    Attributes:
+      init: ``(key, hp) -> state`` with ``state = {"params", "opt", "key"}``.
+      update: ``(state, x [B, d_x], u int [B], hp, step) -> (state, loss)``, one Adam step.
+      encode: ``(params, x [N, d_x], u int [N]) -> [N, n]`` posterior means.
+      posterior: ``(params, x, u) -> (mean, log variance)``, each ``[N, n]``.
+      decode: ``(params, z [n]) -> [d_x]``.
+      enc, dec: the flax modules.
+    """
+
+    init: Callable
+    update: Callable
+    encode: Callable
+    posterior: Callable
+    decode: Callable
+    enc: Any
+    dec: Any
+
+
+def lr_schedule(c: CGConfig, lr: Array) -> Callable[[Array], Array]:
+    """``step -> learning rate``: ``lr`` until ``lr_drop`` of training, then ``lr / 10``."""
+    drop = int(c.lr_drop * c.num_steps)
+    return lambda i: jnp.where(i < drop, lr, 0.1 * lr)
+
+
+def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
+    """Encoder, decoder, prior and optimiser step for ``obs_dim`` observed dimensions and
+    ``num_domains`` domain labels (the prior's table size; the encoder's one-hot width)."""
+    n = c.latent_dim
+    full = c.posterior_cov == "full"
+    n_off = n * (n - 1) // 2 if full else 0
+    enc, dec = models.make_nets(n, obs_dim, c.hidden, c.activation, extra_outputs=n_off)
+    in_dim = obs_dim + (num_domains if c.encoder_u else 0)
+    rows, cols = jnp.tril_indices(n, -1)
+
+    def enc_input(x, u):
+        return jnp.concatenate([x, jax.nn.one_hot(u, num_domains)], -1) if c.encoder_u else x
+
+    def q_params(params, x, u):
+        """``(mu [B, n], log_diag [B, n], L [B, n, n] or None)``: q = N(mu, L L^T), with
+        ``L_ii = exp(log_diag_i / 2)`` and, for a full covariance, free strictly-lower entries."""
+        out = enc.apply({"params": params["enc"]}, enc_input(x, u))
+        mu, log_diag = out[:, :n], jnp.clip(out[:, n:2 * n], c.log_var_min, c.log_var_max)
+        if not full:
+            return mu, log_diag, None
+        tril = jnp.zeros((x.shape[0], n, n)).at[:, rows, cols].set(out[:, 2 * n:])
+        return mu, log_diag, tril + jax.vmap(jnp.diag)(jnp.exp(0.5 * log_diag))
+
+    def posterior(params, x, u):
+        mu, log_diag, tril = q_params(params, x, u)
+        return mu, log_diag if tril is None else jnp.log(jnp.sum(tril ** 2, -1))
+
+    def encode(params, x, u):
+        return posterior(params, x, u)[0]
+
+    def decode(params, z):
+        return dec.apply({"params": params["dec"]}, z)
+
+    def init(key, hp):
+        ke, kd, kp = jax.random.split(jax.random.fold_in(key, 1), 3)
+        params = {"enc": enc.init(ke, jnp.zeros((in_dim,)))["params"],
+                  "dec": dec.init(kd, jnp.zeros((n,)))["params"],
+                  "prior": models.init_prior(kp, c.prior, num_domains, n, c.embed_dim, c.flow_hidden)}
+        return {"params": params, "opt": optax.adam(hp["lr"]).init(params),
+                "key": rng.to_data(jax.random.fold_in(key, 2))}
+
+    def loss_fn(params, x, u, key, hp, alpha):
+        mu, log_var, tril = q_params(params, x, u)
+        eps = jax.random.normal(key, mu.shape)
+        z = mu + (jnp.exp(0.5 * log_var) * eps if tril is None else jnp.einsum("bij,bj->bi", tril, eps))
+        x_hat = jax.vmap(lambda v: decode(params, v))(z)
+        if c.kl == "analytic" and c.prior != "flow":
+            kl = models.prior_kl(c.prior, params["prior"], mu, log_var, u, tril)
+            loss = losses.negative_elbo_analytic(x, x_hat, kl, hp["beta"], c.obs_var)
+        else:
+            log_prior = models.prior_log_prob(c.prior, params["prior"], z, u, c.flow_hidden)
+            if tril is None:
+                loss, _ = losses.negative_elbo(x, x_hat, z, mu, log_var, log_prior, hp["beta"], c.obs_var)
+            else:  # log q(z|x) = log N(eps; 0, I) - log|det L|, det L = prod_i L_ii
+                log_q = losses.gaussian_log_prob(eps, 0.0, 0.0) - 0.5 * jnp.sum(log_var, -1)
+                loss = losses.negative_elbo_from_log_q(x, x_hat, log_q, log_prior, hp["beta"], c.obs_var)
+        if c.sparse:
+            loss = loss + alpha * losses.sparse_mixing_penalty(lambda v: decode(params, v), z, c.penalty,
+                                                               c.fd_step, c.penalty_units)
+        return loss
+
+    def update(state, x, u, hp, i):
+        kz = jax.random.fold_in(rng.from_data(state["key"]), i)
+        kz = jax.random.split(kz)[1]
+        # a warm-up fine-tunes with the penalty from an ELBO solution (as the CG GAN code does)
+        alpha = jnp.where(i >= c.sparse_warmup, hp["alpha"], 0.0)
+        warm = jnp.minimum(1.0, (i + 1.0) / c.kl_warmup) if c.kl_warmup else 1.0
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x, u, kz, {**hp, "beta": hp["beta"] * warm}, alpha)
+        opt_def = optax.adam(lr_schedule(c, hp["lr"])(i))
+        updates, opt = opt_def.update(grads, state["opt"], state["params"])
+        return {**state, "params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
+
+    return Model(init, update, encode, posterior, decode, enc, dec)
+
+
 def make_task(config: CGConfig) -> runner.Task:
     """The CG :class:`~mechind.runner.Task`; per-run hparams: alpha, beta, lr, domains."""
     c = config
     n = c.latent_dim
-    enc, dec = models.make_nets(n, n, c.hidden)
+    model = make_model(c, n, c.max_domains)
     spec = c.spec
     n_all = c.num_train + c.num_val
 
@@ -117,40 +238,18 @@ def make_task(config: CGConfig) -> runner.Task:
         return z, u, (x - data["x_mean"]) / data["x_std"]
 
     def init(key, data, hp):
-        ke, kd, kp = jax.random.split(jax.random.fold_in(key, 1), 3)
-        params = {"enc": enc.init(ke, jnp.zeros((n,)))["params"],
-                  "dec": dec.init(kd, jnp.zeros((n,)))["params"],
-                  "prior": models.init_prior(kp, c.prior, c.max_domains, n, c.embed_dim, c.flow_hidden)}
-        return {"params": params, "opt": optax.adam(hp["lr"]).init(params),
-                "key": rng.to_data(jax.random.fold_in(key, 2))}
-
-    def loss_fn(params, x, u, key, hp, alpha):
-        out = enc.apply({"params": params["enc"]}, x)
-        mu, log_var = out[:, :n], jnp.clip(out[:, n:], -10.0, 10.0)
-        z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(key, mu.shape)
-        decode = lambda v: dec.apply({"params": params["dec"]}, v)  # noqa: E731
-        x_hat = jax.vmap(decode)(z)
-        log_prior = models.prior_log_prob(c.prior, params["prior"], z, u, c.flow_hidden)
-        loss, _ = losses.negative_elbo(x, x_hat, z, mu, log_var, log_prior, hp["beta"], c.obs_var)
-        if c.sparse:
-            loss = loss + alpha * losses.sparse_mixing_penalty(decode, z, c.penalty, c.fd_step, c.penalty_units)
-        return loss
+        return model.init(key, hp)
 
     def step(state, data, hp, i):
-        key = jax.random.fold_in(rng.from_data(state["key"]), i)
-        kb, kz = jax.random.split(key)
+        kb = jax.random.split(jax.random.fold_in(rng.from_data(state["key"]), i))[0]
         idx = jax.random.randint(kb, (c.batch_size,), 0, c.num_train)
         _, u, x = samples(data, hp["domains"], idx)
-        # a warm-up fine-tunes with the penalty from an ELBO solution (as the CG GAN code does)
-        alpha = jnp.where(i >= c.sparse_warmup, hp["alpha"], 0.0)
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x, u, kz, hp, alpha)
-        updates, opt = optax.adam(hp["lr"]).update(grads, state["opt"], state["params"])
-        return {**state, "params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
+        return model.update(state, x, u, hp, i)
 
     def evaluate(state, data, hp):
-        z, _, x = samples(data, hp["domains"], jnp.arange(c.num_train, n_all))
-        mu = enc.apply({"params": state["params"]["enc"]}, x)[:, :n]
-        decode = lambda v: dec.apply({"params": state["params"]["dec"]}, v)  # noqa: E731
+        z, u, x = samples(data, hp["domains"], jnp.arange(c.num_train, n_all))
+        mu = model.encode(state["params"], x, u)
+        decode = lambda v: model.decode(state["params"], v)  # noqa: E731
         true_mix = lambda v: (cg_data.mix(data["mixing"], v) - data["x_mean"]) / data["x_std"]  # noqa: E731
         m = min(c.num_val, L1_EVAL_SAMPLES)
         # the observations themselves as a "representation": the floor a model must beat

@@ -17,17 +17,28 @@ def leaky(x):
     return nn.leaky_relu(x, NEGATIVE_SLOPE)
 
 
+def xtanh(x, slope: float = 0.1):
+    """``tanh(x) + slope x`` (iVAE's activation: smooth, strictly increasing, unbounded)."""
+    return jnp.tanh(x) + slope * x
+
+
+ACTIVATIONS = {"lrelu": leaky, "xtanh": xtanh}
+
+
 class MLP(nn.Module):
-    """``[..., d_in] -> [..., features[-1]]``, LeakyReLU between layers, linear output."""
+    """``[..., d_in] -> [..., features[-1]]``, a nonlinearity between layers (LeakyReLU by
+    default, or any name of :data:`ACTIVATIONS`), linear output."""
 
     features: Sequence[int]
+    activation: str = "lrelu"
 
     @nn.compact
     def __call__(self, x):
+        act = ACTIVATIONS[self.activation]
         for i, f in enumerate(self.features):
             x = nn.Dense(f)(x)
             if i < len(self.features) - 1:
-                x = leaky(x)
+                x = act(x)
         return x
 
 

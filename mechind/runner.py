@@ -99,6 +99,8 @@ class GroupResult:
       failed_at: int ``[R]``, first chunk end at which that was seen (-1: never).
       final_loss: ``[R]`` loss at the last step.
       state: the final vmapped state.
+      loss_history: ``[R, C]`` mean training loss of each chunk run in this call (a
+        resumed group starts its history at the resumed chunk).
       compile_s, train_s, eval_s: wall times (compile includes data and init).
       resumed_from: step the group resumed from (0: a fresh start).
     """
@@ -108,6 +110,7 @@ class GroupResult:
     failed_at: np.ndarray
     final_loss: np.ndarray
     state: PyTree
+    loss_history: np.ndarray
     compile_s: float
     train_s: float
     eval_s: float
@@ -197,6 +200,7 @@ def run_group(
     shard: bool = True,
     max_chunks: int | None = None,
     max_runs_per_call: int | None = None,
+    data: PyTree | None = None,
 ) -> GroupResult:
     """Train R runs (``keys [R, 2]`` from :func:`mechind.rng.seed_keys`, ``hparams`` with
     leading axis R) to completion.
@@ -211,6 +215,9 @@ def run_group(
         consecutive slices that each run the whole schedule. Default: as many as fit in
         half of the devices' memory (:func:`auto_runs_per_call`), so a sweep never
         outgrows the memory it finds.
+      data: per-run data with leading axis R, used instead of ``task.make_data(key)``
+        (fitting arrays a user supplies; ``make_data`` still gives the data's structure
+        for the memory estimate, so it must return the same shapes).
 
     Returns:
       A :class:`GroupResult`; when ``max_chunks`` stops a group early, its metrics are
@@ -227,7 +234,8 @@ def run_group(
             sub_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"slice{lo}"
             parts.append(run_group(task, sl(keys), jax.tree.map(sl, hparams), chunk_steps=chunk_steps,
                                    checkpoint_dir=sub_dir, progress=progress, shard=shard,
-                                   max_chunks=max_chunks, max_runs_per_call=max_runs_per_call))
+                                   max_chunks=max_chunks, max_runs_per_call=max_runs_per_call,
+                                   data=None if data is None else jax.tree.map(sl, data)))
         return _concat_results(parts)
     if chunk_steps < 1:
         raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
@@ -240,7 +248,7 @@ def run_group(
     place = (lambda t: jax.device_put(t, sharding)) if sharding is not None else (lambda t: t)  # noqa: E731
     keys_p, hp_p = place((keys_p, hp_p))
 
-    data = place(jax.jit(jax.vmap(task.make_data))(keys_p))
+    data = place(jax.jit(jax.vmap(task.make_data))(keys_p) if data is None else _pad_runs(data, total))
     state = jax.jit(jax.vmap(task.init))(keys_p, data, hp_p)
     # (state, failed_at) is what a checkpoint holds; failed_at = -1 while a run is healthy
     carry = place({"state": state, "failed_at": jnp.full((total,), -1, jnp.int32),
@@ -262,7 +270,7 @@ def run_group(
                     c["state"], data, hp)
                 bad = ~jnp.all(jnp.isfinite(losses), axis=1)
                 failed_at = jnp.where((c["failed_at"] < 0) & bad, step0 + length, c["failed_at"])
-                return {"state": st, "failed_at": failed_at, "last_loss": losses[:, -1]}
+                return {"state": st, "failed_at": failed_at, "last_loss": losses[:, -1]}, jnp.mean(losses, 1)
             # compiled ahead of time so compile time is measured apart from training
             # the carry keeps the run sharding from chunk to chunk
             jitted = jax.jit(run_chunk, donate_argnums=0, out_shardings=sharding) if sharding is not None \
@@ -278,14 +286,15 @@ def run_group(
     if start < task.num_steps:
         chunk_fn(min(chunk_steps, task.num_steps - start))
     compile_s = time.perf_counter() - t0
-    t_train, chunks = 0.0, 0
+    t_train, chunks, history = 0.0, 0, []
     try:
         while start < task.num_steps and (max_chunks is None or chunks < max_chunks):
             length = min(chunk_steps, task.num_steps - start)
             fn = chunk_fn(length)  # a shorter last chunk compiles once more, here
             t1 = time.perf_counter()
-            carry = fn(carry, data, hp_p, jnp.int32(start))
+            carry, chunk_loss = fn(carry, data, hp_p, jnp.int32(start))
             jax.block_until_ready(carry)
+            history.append(np.asarray(chunk_loss)[:r])
             t_train += time.perf_counter() - t1
             start += length
             chunks += 1
@@ -311,15 +320,20 @@ def run_group(
         metrics=metrics, failed=failed_at >= 0, failed_at=failed_at,
         final_loss=np.asarray(carry["last_loss"])[:r],
         state=jax.tree.map(lambda a: a[:r], carry["state"]),
+        loss_history=np.stack(history, 1) if history else np.zeros((r, 0), np.float32),
         compile_s=compile_s, train_s=t_train, eval_s=eval_s, resumed_from=resumed_from)
 
 
 def _concat_results(parts: list[GroupResult]) -> GroupResult:
     cat = lambda xs: np.concatenate(xs, 0)  # noqa: E731
+    width = max(p.loss_history.shape[1] for p in parts)
     return GroupResult(
         metrics={k: cat([p.metrics[k] for p in parts]) for k in parts[0].metrics},
         failed=cat([p.failed for p in parts]), failed_at=cat([p.failed_at for p in parts]),
         final_loss=cat([p.final_loss for p in parts]),
+        # slices resumed at different chunks have shorter histories: NaN-pad their start
+        loss_history=cat([np.pad(p.loss_history, ((0, 0), (width - p.loss_history.shape[1], 0)),
+                                 constant_values=np.nan) for p in parts]),
         state=jax.tree.map(lambda *a: jnp.concatenate(a, 0), *[p.state for p in parts]),
         compile_s=sum(p.compile_s for p in parts), train_s=sum(p.train_s for p in parts),
         eval_s=sum(p.eval_s for p in parts), resumed_from=min(p.resumed_from for p in parts))
