@@ -1,0 +1,117 @@
+"""cg.fit on user arrays: bad input, a case with a known answer, the preprocessing, the CLI."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import cg
+from cg import fitting, ivae_data, models
+from mechind import metrics, rng
+
+
+def _linear_data(seed=0, segments=20, per=250, n=3):
+    return ivae_data.generate(seed, num_segments=segments, per_segment=per, latent_dim=n, act="none",
+                              cond_draws=500)
+
+
+@pytest.mark.parametrize("x, u, match", [
+    (np.array([[0.0, np.nan]] * 300), np.zeros(300, int), "NaN/inf"),
+    (np.array([[0.0, np.inf]] * 300), np.zeros(300, int), "NaN/inf"),
+    (np.ones((300, 2)), np.full(300, 0.5), "integer"),
+    (np.ones((300, 2)), np.full(300, -1), "negative"),
+    (np.ones((300, 2)), np.zeros(299, int), "different lengths"),
+    (np.ones((300, 2)), np.array(["a"] * 300), "integer"),
+    (np.ones((100, 2)), np.zeros(100, int), "fewer than one batch"),
+    (np.ones((300, 2)), np.repeat([0, 2], 150), "missing \\[1\\]"),
+    (np.ones(300), np.zeros(300, int), "2-D"),
+])
+def test_bad_input_fails_before_compiling(x, u, match, monkeypatch):
+    monkeypatch.setattr(fitting.runner, "run_group", lambda *a, **k: pytest.fail("compiled"))
+    with pytest.raises(ValueError, match=match):
+        cg.fit(rng.key(0), x, u, method="ivae", latent_dim=2)
+
+
+def test_bad_settings_are_named():
+    x, u = np.random.default_rng(0).normal(size=(300, 2)), np.repeat([0, 1], 150)
+    with pytest.raises(ValueError, match="unknown setting"):
+        cg.fit(rng.key(0), x, u, method="ivae", latent_dim=2, num_stepz=10)
+    with pytest.raises(ValueError, match="method"):
+        cg.fit(rng.key(0), x, u, method="pca", latent_dim=2)
+    with pytest.raises(ValueError, match="latent_dim"):
+        cg.fit(rng.key(0), x, u, method="ivae", latent_dim=3)
+    with pytest.raises(ValueError, match="constant"):
+        cg.fit(rng.key(0), np.c_[x[:, :1], np.ones(300)], u, method="ivae", latent_dim=2)
+    with pytest.raises(ValueError, match="rank-deficient"):
+        cg.fit(rng.key(0), np.c_[x[:, :1], 2 * x[:, :1]], u, method="ivae", latent_dim=2)
+
+
+def test_whitening_and_standardizing_match_numpy():
+    x = np.random.default_rng(1).normal(size=(500, 3)) @ np.array([[2.0, 0, 0], [1, 1, 0], [0, 3, 0.2]])
+    mean, proj = fitting.preprocessing(x, "whiten")
+    np.testing.assert_allclose(np.cov(((x - mean) @ proj).T), np.eye(3), atol=1e-4)
+    mean, proj = fitting.preprocessing(x, "standardize")
+    np.testing.assert_allclose((x - mean) @ proj, (x - x.mean(0)) / x.std(0), rtol=1e-5, atol=1e-5)
+
+
+def test_ivae_recovers_a_linear_mixing_with_many_segments():
+    """Linear ICA with segment-wise variances is identifiable (Matsuoka et al. 1995): iVAE's
+    defaults must recover the sources up to permutation and scale."""
+    d = _linear_data()
+    f = cg.fit(rng.key(0), d.x, d.u, method="ivae", latent_dim=3, num_steps=3000, lr=3e-3, progress=False)
+    assert metrics.mcc(d.s, f.encode(d.x)) >= 0.95
+    assert f.loss_history.shape == (3,) and f.loss_history[-1] < f.loss_history[0]
+    assert f.active_latents(d.x).all() and not f.failed
+    # the decoder maps posterior means back to the observations (un-doing the whitening)
+    np.testing.assert_allclose(f.decode(f.encode(d.x[:200])), d.x[:200], atol=0.35 * d.x.std())
+    assert f.prior["log_var"].shape == (20, 3)
+
+
+def test_fit_many_equals_separate_fits():
+    d0, d1 = _linear_data(0, 4, 80, 2), _linear_data(1, 4, 80, 2)
+    kw = dict(method="ivae", latent_dim=2, num_steps=40, batch_size=32, progress=False, chunk_steps=20)
+    both = cg.fit_many(rng.seed_keys([3, 4]), np.stack([d0.x, d1.x]), np.stack([d0.u, d1.u]), **kw)
+    one = cg.fit(rng.key(4), d1.x, d1.u, **kw)
+    np.testing.assert_allclose(both[1].encode(d1.x), one.encode(d1.x), rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("method", sorted(models.METHODS))
+def test_every_method_fits(method):
+    d = _linear_data(2, 3, 100, 2)
+    f = cg.fit(rng.key(1), d.x, d.u, method=method, latent_dim=2, num_steps=20, batch_size=64, progress=False,
+               hidden=(8,), flow_hidden=2, embed_dim=2)
+    assert f.encode(d.x).shape == (300, 2) and np.isfinite(f.loss_history).all()
+
+
+def test_full_covariance_kl_matches_monte_carlo():
+    """Closed-form KL(N(mu, L L^T) || N(m, diag v)) against a numpy Monte Carlo estimate."""
+    r = np.random.default_rng(0)
+    n = 3
+    mu, m, log_v = r.normal(size=n), r.normal(size=n), r.normal(size=n) * 0.3
+    tril = np.tril(r.normal(size=(n, n)) * 0.4, -1) + np.diag(np.exp(r.normal(size=n) * 0.2))
+    params = {"mu": m[None], "log_var": log_v[None]}
+    kl = models.prior_kl("gaussian", params, jnp.asarray(mu[None]), jnp.asarray(2 * np.log(np.diag(tril))[None]),
+                         jnp.zeros(1, jnp.int32), jnp.asarray(tril[None]))
+    z = mu + r.normal(size=(400_000, n)) @ tril.T
+    cov = tril @ tril.T
+    log_q = -0.5 * np.einsum("bi,ij,bj->b", z - mu, np.linalg.inv(cov), z - mu) - 0.5 * np.log(
+        np.linalg.det(2 * np.pi * cov))
+    log_p = np.sum(-0.5 * ((z - m) ** 2 / np.exp(log_v) + log_v + np.log(2 * np.pi)), -1)
+    assert float(kl[0]) == pytest.approx(np.mean(log_q - log_p), abs=0.01)
+
+
+def test_cli_fits_an_npz_and_reports_mcc(tmp_path, capsys):
+    d = _linear_data(3, 4, 100, 2)
+    path = tmp_path / "data.npz"
+    d.save(path)
+    rc = fitting.main([str(path), "--steps", "30", "--set", "batch_size=64", "hidden=[8]", "--no-progress",
+                       "--out", str(tmp_path / "out.npz")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert '"mcc"' in out and np.load(tmp_path / "out.npz")["z_hat"].shape == (400, 2)
+    np.savez(tmp_path / "bad.npz", x=np.ones((10, 2)))
+    with pytest.raises(SystemExit):
+        fitting.main([str(tmp_path / "bad.npz")])
+    assert "lacks" in capsys.readouterr().err
+    np.savez(tmp_path / "nan.npz", x=np.full((300, 2), np.nan), u=np.zeros(300, int))
+    assert fitting.main([str(tmp_path / "nan.npz"), "--no-progress"]) == 2
