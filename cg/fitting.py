@@ -216,12 +216,17 @@ def make_config(method: str, latent_dim: int, num_samples: int, num_domains: int
     return cg_train.CGConfig(**{**base, **overrides})
 
 
-def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int) -> runner.Task:
-    """A :class:`~mechind.runner.Task` whose data are caller-supplied ``{"x", "u"}`` arrays."""
+def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, truth_dim: int = 0) -> runner.Task:
+    """A :class:`~mechind.runner.Task` whose data are caller-supplied arrays ``{"x", "u"}``
+    (and the true latents ``"s" [N, truth_dim]`` when ``truth_dim > 0``: then ``evaluate``
+    returns their correlation matrix with the posterior means over the whole dataset,
+    ``"corr" [truth_dim, n]``, and each latent's share of variance carried by its posterior
+    mean, ``"active" [n]``, see :meth:`Fitted.active_latents`)."""
     model = cg_train.make_model(config, obs_dim, config.max_domains)
 
     def make_data(key):  # shapes only: run_group is given the arrays themselves
-        return {"x": jnp.zeros((num_samples, obs_dim)), "u": jnp.zeros((num_samples,), jnp.int32)}
+        d = {"x": jnp.zeros((num_samples, obs_dim)), "u": jnp.zeros((num_samples,), jnp.int32)}
+        return {**d, "s": jnp.zeros((num_samples, truth_dim))} if truth_dim else d
 
     def init(key, data, hp):
         return model.init(key, hp)
@@ -232,9 +237,51 @@ def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int) -> 
         return model.update(state, data["x"][idx], data["u"][idx], hp, i)
 
     def evaluate(state, data, hp):
-        return {}
+        if "s" not in data:
+            return {}
+        mu, log_var = model.posterior(state["params"], data["x"], data["u"])
+        signal = jnp.var(mu, 0)
+        return {"corr": metrics.correlation_matrix(data["s"], mu),
+                "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0))}
 
     return runner.Task(make_data, init, step, evaluate, config.num_steps, f"fit {config.prior}")
+
+
+@dataclasses.dataclass(frozen=True)
+class Prepared:
+    """Checked, preprocessed arrays of R datasets and the config that fits them.
+
+    Attributes: config; data ``{"x" [R, N, d_x] preprocessed, "u" [R, N]}``; mean
+    ``[R, d_x]`` and proj ``[R, d_x, d_x]`` (the preprocessing); num_domains M."""
+
+    config: cg_train.CGConfig
+    data: dict
+    mean: np.ndarray
+    proj: np.ndarray
+    num_domains: int
+
+    def hparams(self) -> dict:
+        c, r = self.config, len(self.mean)
+        return cg_train.hparams([c.alpha] * r, [c.beta] * r, [c.lr] * r, [self.num_domains] * r)
+
+
+def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten", **overrides) -> Prepared:
+    """Validate (before anything compiles) and preprocess ``xs [R, N, d_x]``, ``us [R, N]``."""
+    xs, us = np.asarray(xs), np.asarray(us)
+    if xs.ndim != 3 or us.ndim != 2 or len(xs) != len(us):
+        raise ValueError(f"need xs [R, N, d_x] and us [R, N], got {xs.shape} and {us.shape}")
+    if preprocess not in PREPROCESS:
+        raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
+    batch = overrides.get("batch_size", cg_train.CGConfig.batch_size)
+    checked = [check_inputs(x, u, method=method, latent_dim=latent_dim, batch_size=batch) for x, u in zip(xs, us)]
+    num_domains = max(c[2] for c in checked)
+    x = np.stack([c[0] for c in checked])
+    u = np.stack([c[1] for c in checked])
+    pre = [preprocessing(xi, preprocess) for xi in x]
+    mean, proj = np.stack([p[0] for p in pre]), np.stack([p[1] for p in pre])
+    config = make_config(method, latent_dim, x.shape[1], num_domains, **overrides)
+    data = {"x": jnp.asarray(np.einsum("rnd,rde->rne", x - mean[:, None], proj), jnp.float32), "u": jnp.asarray(u)}
+    return Prepared(config, data, mean, proj, num_domains)
 
 
 def fit_many(keys, xs, us, *, method: str = "ivae", latent_dim: int, preprocess: str = "whiten",
@@ -243,27 +290,15 @@ def fit_many(keys, xs, us, *, method: str = "ivae", latent_dim: int, preprocess:
     compiled, vmapped program. ``xs [R, N, d_x]``, ``us [R, N]``: datasets of equal shape
     (the same dataset repeated fits several seeds). See :func:`fit`."""
     keys = jnp.asarray(keys)
-    xs, us = np.asarray(xs), np.asarray(us)
-    if xs.ndim != 3 or us.ndim != 2 or len(xs) != len(us) or len(xs) != len(keys):
-        raise ValueError(f"need keys [R, 2], xs [R, N, d_x], us [R, N]; got {keys.shape}, {xs.shape}, {us.shape}")
-    batch = overrides.get("batch_size", cg_train.CGConfig.batch_size)
-    checked = [check_inputs(x, u, method=method, latent_dim=latent_dim, batch_size=batch) for x, u in zip(xs, us)]
-    num_domains = max(c[2] for c in checked)
-    x = np.stack([c[0] for c in checked])
-    u = np.stack([c[1] for c in checked])
-    if preprocess not in PREPROCESS:
-        raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
-    pre = [preprocessing(xi, preprocess) for xi in x]
-    mean, proj = np.stack([p[0] for p in pre]), np.stack([p[1] for p in pre])
-    config = make_config(method, latent_dim, x.shape[1], num_domains, **overrides)
-    task = make_fit_task(config, x.shape[2], x.shape[1])
-    r = len(keys)
-    hp = cg_train.hparams([config.alpha] * r, [config.beta] * r, [config.lr] * r, [num_domains] * r)
-    data = {"x": jnp.asarray(np.einsum("rnd,rde->rne", x - mean[:, None], proj), jnp.float32), "u": jnp.asarray(u)}
-    res = runner.run_group(task, keys, hp, chunk_steps=chunk_steps, progress=progress, data=data)
-    return [Fitted(config, method, jax.device_get(jax.tree.map(lambda a, i=i: a[i], res.state["params"])),
-                   mean[i], proj[i], num_domains,
-                   res.loss_history[i], bool(res.failed[i])) for i in range(r)]
+    if keys.ndim != 2 or len(keys) != len(np.asarray(xs)):
+        raise ValueError(f"need keys [R, 2] with R = len(xs); got {keys.shape} for {len(np.asarray(xs))} datasets")
+    p = prepare(xs, us, method=method, latent_dim=latent_dim, preprocess=preprocess, **overrides)
+    n_samples, obs_dim = p.data["x"].shape[1:]
+    task = make_fit_task(p.config, obs_dim, n_samples)
+    res = runner.run_group(task, keys, p.hparams(), chunk_steps=chunk_steps, progress=progress, data=p.data)
+    return [Fitted(p.config, method, jax.device_get(jax.tree.map(lambda a, i=i: a[i], res.state["params"])),
+                   p.mean[i], p.proj[i], p.num_domains, res.loss_history[i], bool(res.failed[i]))
+            for i in range(len(keys))]
 
 
 def fit(key, x, u, *, method: str = "ivae", latent_dim: int, preprocess: str = "whiten",

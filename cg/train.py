@@ -46,7 +46,8 @@ class CGConfig:
     sparse_warmup: int = 0  # steps trained on the ELBO alone before the penalty is switched on
     alpha: float = 0.1  # sparse-mixing weight
     beta: float = 1.0  # KL weight
-    obs_var: float = 0.01  # fixed decoder variance (observations are standardized)
+    obs_var: float = 0.01  # decoder variance (observations are standardized); its initial value if learned
+    learn_obs_var: bool = False  # learn one scalar decoder variance by maximum likelihood
     hidden: tuple[int, ...] = (32, 32)  # encoder/decoder widths
     flow_hidden: int = 8  # DSF sigmoid units per dimension
     embed_dim: int = 16  # domain embedding size
@@ -178,24 +179,29 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
         params = {"enc": enc.init(ke, jnp.zeros((in_dim,)))["params"],
                   "dec": dec.init(kd, jnp.zeros((n,)))["params"],
                   "prior": models.init_prior(kp, c.prior, num_domains, n, c.embed_dim, c.flow_hidden)}
+        if c.learn_obs_var:  # one scalar decoder log-variance, initialised at obs_var
+            params["obs_log_var"] = jnp.log(jnp.float32(c.obs_var))
         return {"params": params, "opt": optax.adam(hp["lr"]).init(params),
                 "key": rng.to_data(jax.random.fold_in(key, 2))}
 
     def loss_fn(params, x, u, key, hp, alpha):
+        obs_var = jnp.exp(params["obs_log_var"]) if c.learn_obs_var else c.obs_var
         mu, log_var, tril = q_params(params, x, u)
         eps = jax.random.normal(key, mu.shape)
         z = mu + (jnp.exp(0.5 * log_var) * eps if tril is None else jnp.einsum("bij,bj->bi", tril, eps))
         x_hat = jax.vmap(lambda v: decode(params, v))(z)
         if c.kl == "analytic" and c.prior != "flow":
             kl = models.prior_kl(c.prior, params["prior"], mu, log_var, u, tril)
-            loss = losses.negative_elbo_analytic(x, x_hat, kl, hp["beta"], c.obs_var)
+            loss = losses.negative_elbo_analytic(x, x_hat, kl, hp["beta"], obs_var)
         else:
             log_prior = models.prior_log_prob(c.prior, params["prior"], z, u, c.flow_hidden)
             if tril is None:
-                loss, _ = losses.negative_elbo(x, x_hat, z, mu, log_var, log_prior, hp["beta"], c.obs_var)
+                loss, _ = losses.negative_elbo(x, x_hat, z, mu, log_var, log_prior, hp["beta"], obs_var)
             else:  # log q(z|x) = log N(eps; 0, I) - log|det L|, det L = prod_i L_ii
                 log_q = losses.gaussian_log_prob(eps, 0.0, 0.0) - 0.5 * jnp.sum(log_var, -1)
-                loss = losses.negative_elbo_from_log_q(x, x_hat, log_q, log_prior, hp["beta"], c.obs_var)
+                loss = losses.negative_elbo_from_log_q(x, x_hat, log_q, log_prior, hp["beta"], obs_var)
+        if c.learn_obs_var:  # the Gaussian likelihood's normaliser, constant (and dropped) when obs_var is fixed
+            loss = loss + 0.5 * x.shape[-1] * params["obs_log_var"]
         if c.sparse:
             loss = loss + alpha * losses.sparse_mixing_penalty(lambda v: decode(params, v), z, c.penalty,
                                                                c.fd_step, c.penalty_units)

@@ -37,6 +37,8 @@ class Group:
       hparams: per-run hyper-parameters, leading axis R.
       runs: R dicts of per-run fields written to each record (seed, lambda, ...).
       finish: ``metrics of one run (numpy) -> dict`` of scalar results (e.g. SIS from R²).
+      data: per-run data (leading axis R) given to the runner instead of ``task.make_data``
+        (fixed host-side datasets, e.g. :mod:`cg.ivae_data`); None: the task draws its own.
     """
 
     key: dict
@@ -45,11 +47,17 @@ class Group:
     hparams: Any
     runs: list[dict]
     finish: Callable[[dict], dict]
+    data: Any = None
 
     @property
     def id(self) -> str:
         text = json.dumps(self.key, sort_keys=True)
         return hashlib.sha1(text.encode()).hexdigest()[:12]
+
+
+def _short(key: dict) -> dict:
+    """A group key for the log: nested settings (a whole config) left out."""
+    return {k: v for k, v in key.items() if not isinstance(v, dict)}
 
 
 def _run_id(group: Group, run: dict) -> str:
@@ -71,12 +79,12 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
     for gi, g in enumerate(groups):
         ids = [_run_id(g, run) for run in g.runs]
         if all(i in done for i in ids):
-            log(f"[{gi + 1}/{len(groups)}] {g.key} already done, skipped")
+            log(f"[{gi + 1}/{len(groups)}] {_short(g.key)} already done, skipped")
             continue
         ckpt = out_dir / "checkpoints" / g.id
         task = g.make_task()
         res = runner.run_group(task, g.keys, g.hparams, chunk_steps=chunk_steps, checkpoint_dir=ckpt,
-                               progress=progress, max_runs_per_call=max_runs_per_call)
+                               progress=progress, max_runs_per_call=max_runs_per_call, data=g.data)
         records = []
         for r, (run, rid) in enumerate(zip(g.runs, ids)):
             m = {k: v[r] for k, v in res.metrics.items()}
@@ -99,7 +107,7 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
         report.append_jsonl(path, records)
         shutil.rmtree(ckpt, ignore_errors=True)
         n_fail = sum(r["failed"] for r in records)
-        log(f"[{gi + 1}/{len(groups)}] {g.key}: {len(records)} runs, compile {res.compile_s:.1f}s, "
+        log(f"[{gi + 1}/{len(groups)}] {_short(g.key)}: {len(records)} runs, compile {res.compile_s:.1f}s, "
             f"train {res.train_s:.1f}s, eval {res.eval_s:.1f}s" + (f", {n_fail} FAILED" if n_fail else ""))
     log(f"sweep finished in {time.perf_counter() - t_sweep:.1f}s; results in {path}")
     return report.read_jsonl(path)

@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cg import ivae_data
+from mechind import report
 
 
 def checkout(repo: Path, dest: Path) -> Path:
@@ -96,8 +97,11 @@ def run_reference(tree: Path, data: ivae_data.IVAEData, seed: int, act: str, epo
     torch.manual_seed(seed)
     args = ap.Namespace(data_path=str(root) + "/", seed=seed, n_sims=1)
     t = time.perf_counter()
-    with contextlib.redirect_stdout(io.StringIO()):  # it prints every epoch
-        perfs, loss_hists, _ = runner(args, cfg)
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # it prints every epoch
+            perfs, loss_hists, _ = runner(args, cfg)
+    except ValueError as e:  # its MCC raises on NaN output: the run diverged
+        return {"mcc": float("nan"), "seconds": time.perf_counter() - t, "failure": f"{type(e).__name__}: {e}"}
     return {"mcc": float(perfs[0]), "seconds": time.perf_counter() - t, "loss_history": loss_hists[0]}
 
 
@@ -132,6 +136,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
 
     rows = []
+    args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
         tree = None if args.skip_reference else checkout(args.repo, Path(tmp) / "ivae")
         for act in args.acts:
@@ -148,9 +153,10 @@ def main(argv=None) -> int:
                     ref = run_reference(tree, d, seed, act, args.epochs, Path(tmp) / "data")
                     row["reference_mcc"] = ref["mcc"]
                     row["reference_seconds"] = ref["seconds"]
+                    row["reference_failure"] = ref.get("failure")
                 rows.append(row)
                 print(json.dumps(row), flush=True)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
+                report.append_jsonl(args.out.with_suffix(".jsonl"), [row])  # survives an interruption
     args.out.write_text(json.dumps({"segments": args.segments, "per_segment": args.per_segment,
                                     "latent_dim": args.latent_dim, "rows": rows}, indent=1))
     cols = ["reference"] * (not args.skip_reference) + list(args.methods)
@@ -162,7 +168,8 @@ def main(argv=None) -> int:
     for act in args.acts:
         sel = [r for r in rows if r["act"] == act]
         print(f"| {act} | mean | {np.mean([r['mcc_observations'] for r in sel]):.3f} | "
-              + " | ".join(f"{np.mean([r[c + '_mcc'] for r in sel]):.3f}" for c in cols) + " |")
+              + " | ".join(f"{np.nanmean([r[c + '_mcc'] for r in sel]):.3f}" for c in cols) + " |")
+    print("(mean over the runs that finished; a reference run whose output went NaN is shown as nan)")
     print(f"wrote {args.out}")
     return 0
 
