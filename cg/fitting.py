@@ -1,7 +1,7 @@
 """Fit CG-VAE, iVAE, beta-VAE or an ablation to your own arrays, on the shared runner.
 
     import jax, cg
-    fitted = cg.fit(jax.random.PRNGKey(0), x, u, method="ivae", latent_dim=5, num_steps=20_000)
+    fitted = cg.fit(jax.random.PRNGKey(0), x, u, method="ivae", latent_dim=5)
     z_hat = fitted.encode(x, u)          # [N, latent_dim] posterior means
     fitted.loss_history                  # mean training loss per chunk of steps
 
@@ -47,8 +47,14 @@ Array = jax.Array
 # CGConfig fields that describe a synthetic dataset, not a model: not overridable here
 DATA_FIELDS = ("density", "latent_dist", "max_domains", "num_domains", "num_train", "num_val")
 PREPROCESS = ("whiten", "standardize", "none")
-# fit's own defaults where they differ from CGConfig's (measured: docs/ivae_identification.md)
-FIT_DEFAULTS = dict(num_steps=20_000)
+# fit's own defaults where they differ from CGConfig's (the CG experiments keep theirs until
+# they are re-run on this estimator); each was measured on iVAE's protocol, see
+# docs/ivae_identification.md: a decoder variance learned from a large start (0.5 of the
+# whitened variance), a full-covariance posterior conditioned on the domain, the KL in
+# closed form (Gaussian priors), hidden (64, 64), 60k steps with lr / 10 for the last quarter;
+# chosen on data seeds 0-4 and checked on held-out seeds 5-9
+FIT_DEFAULTS = dict(num_steps=60_000, hidden=(64, 64), obs_var=0.5, learn_obs_var=True, posterior_cov="full",
+                    kl="analytic", encoder_u=True, lr_drop=0.75)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -252,17 +258,23 @@ class Prepared:
     """Checked, preprocessed arrays of R datasets and the config that fits them.
 
     Attributes: config; data ``{"x" [R, N, d_x] preprocessed, "u" [R, N]}``; mean
-    ``[R, d_x]`` and proj ``[R, d_x, d_x]`` (the preprocessing); num_domains M."""
+    ``[R, d_x]`` and proj ``[R, d_x, d_x]`` (the preprocessing); num_domains M; out_map
+    ``[R, d_x, d_x]``, preprocessed -> z-scored coordinates (``inv(proj) diag(1 / std)``)."""
 
     config: cg_train.CGConfig
     data: dict
     mean: np.ndarray
     proj: np.ndarray
     num_domains: int
+    out_map: np.ndarray
 
     def hparams(self) -> dict:
+        """Per-run numbers, and ``out_map [R, d_x, d_x]``: preprocessed x -> z-scored observed
+        coordinates, so a sparsity penalty is on the Jacobian in the data's own coordinates
+        (whitening mixes them; this undoes it inside the penalty only)."""
         c, r = self.config, len(self.mean)
-        return cg_train.hparams([c.alpha] * r, [c.beta] * r, [c.lr] * r, [self.num_domains] * r)
+        hp = cg_train.hparams([c.alpha] * r, [c.beta] * r, [c.lr] * r, [self.num_domains] * r)
+        return {**hp, "out_map": jnp.asarray(self.out_map, jnp.float32)}
 
 
 def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten", **overrides) -> Prepared:
@@ -281,7 +293,8 @@ def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten",
     mean, proj = np.stack([p[0] for p in pre]), np.stack([p[1] for p in pre])
     config = make_config(method, latent_dim, x.shape[1], num_domains, **overrides)
     data = {"x": jnp.asarray(np.einsum("rnd,rde->rne", x - mean[:, None], proj), jnp.float32), "u": jnp.asarray(u)}
-    return Prepared(config, data, mean, proj, num_domains)
+    out_map = np.linalg.inv(proj.astype(np.float64)) / x.std(1)[:, None, :]
+    return Prepared(config, data, mean, proj, num_domains, out_map)
 
 
 def fit_many(keys, xs, us, *, method: str = "ivae", latent_dim: int, preprocess: str = "whiten",

@@ -203,7 +203,10 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
         if c.learn_obs_var:  # the Gaussian likelihood's normaliser, constant (and dropped) when obs_var is fixed
             loss = loss + 0.5 * x.shape[-1] * params["obs_log_var"]
         if c.sparse:
-            loss = loss + alpha * losses.sparse_mixing_penalty(lambda v: decode(params, v), z, c.penalty,
+            # hp["out_map"] [d_x, d_x], when present, maps the decoder's (e.g. whitened) output to the
+            # observed coordinates the sparsity is about (standardized), so the penalty is on their Jacobian
+            out = (lambda v: decode(params, v) @ hp["out_map"]) if "out_map" in hp else (lambda v: decode(params, v))
+            loss = loss + alpha * losses.sparse_mixing_penalty(out, z, c.penalty,
                                                                c.fd_step, c.penalty_units)
         return loss
 

@@ -125,3 +125,31 @@ def mcc(z, z_hat, method: str = "pearson") -> float:
     if z.ndim != 2 or z_hat.ndim != 2 or z.shape[0] != z_hat.shape[0]:
         raise ValueError(f"z and z_hat must be [N, n] with the same N, got {z.shape} and {z_hat.shape}")
     return mcc_from_corr(np.asarray(correlation_matrix(z, z_hat, method)))
+
+
+def matched_permutation(corr: np.ndarray) -> np.ndarray:
+    """``perm [n]``: inferred latent ``perm[i]`` is matched to true latent i by the MCC
+    assignment (Hungarian matching on ``|corr| [n_true, n_inferred]``)."""
+    rows, cols = linear_sum_assignment(-np.abs(np.asarray(corr, float)))
+    perm = np.empty(len(rows), int)
+    perm[rows] = cols
+    return perm
+
+
+def support_f1(jac_abs: np.ndarray, support: np.ndarray, perm: np.ndarray, threshold: float = 0.1) -> float:
+    """F1 of a learned Jacobian support against the true one.
+
+    Args:
+      jac_abs: ``[d_x, n]`` mean absolute Jacobian of the learned decoder (any units).
+      support: bool ``[d_x, n]``, the true mixing's support.
+      perm: ``[n]`` from :func:`matched_permutation` (learned column ``perm[i]`` is true latent i).
+      threshold: an entry is an edge when it exceeds ``threshold`` times the largest entry
+        of its column (so the score does not depend on each latent's scale).
+    """
+    j = np.asarray(jac_abs, float)[:, perm]
+    est = j > threshold * np.max(j, axis=0, keepdims=True)
+    tp = np.sum(est & support)
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / est.sum(), tp / np.sum(support)
+    return float(2 * precision * recall / (precision + recall))

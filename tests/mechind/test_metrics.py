@@ -92,3 +92,23 @@ def test_metric_bad_input():
         metrics.mcc(np.ones((10, 2)), np.ones((10, 2)), method="kendall")
     with pytest.raises(ValueError, match="fit_frac"):
         metrics.sis_r2_matrix(jnp.ones((10, 2, 3)), jnp.ones((10, 2, 3)), fit_frac=0.01)
+
+
+def test_support_f1_on_hand_built_cases():
+    from mechind import metrics as m
+
+    support = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]], bool)
+    jac = support * np.array([2.0, 0.5, 3.0])  # scales per latent do not matter
+    perm = np.array([2, 0, 1])  # learned column 2 is true latent 0, ...
+    learned = jac[:, np.argsort(perm)]
+    assert m.support_f1(learned, support, perm) == 1.0
+    # one extra edge above threshold: precision 4/5, recall 1
+    extra = learned.copy()
+    extra[2, perm[0]] = 1.0
+    assert m.support_f1(extra, support, perm) == pytest.approx(2 * 0.8 / 1.8)
+    # an entry below 10 % of its column's max is not an edge
+    small = learned.copy()
+    small[2, perm[0]] = 0.1
+    assert m.support_f1(small, support, perm) == 1.0
+    corr = np.array([[0.1, 0.0, 0.9], [0.8, 0.1, 0.0], [0.0, -0.95, 0.1]])
+    assert m.matched_permutation(corr).tolist() == [2, 0, 1]
