@@ -40,13 +40,14 @@ import numpy as np
 
 from cg import models
 from cg import train as cg_train
-from mechind import metrics, rng, runner
+from mechind import derivatives, metrics, rng, runner
 
 Array = jax.Array
 
 # CGConfig fields that describe a synthetic dataset, not a model: not overridable here
 DATA_FIELDS = ("density", "latent_dist", "max_domains", "num_domains", "num_train", "num_val")
 PREPROCESS = ("whiten", "standardize", "none")
+JACOBIAN_SAMPLES = 1_000  # posterior means at which support recovery reads the decoder's Jacobian
 # fit's own defaults where they differ from CGConfig's (the CG experiments keep theirs until
 # they are re-run on this estimator); each was measured on iVAE's protocol, see
 # docs/ivae_identification.md: a decoder variance learned from a large start (0.5 of the
@@ -227,7 +228,9 @@ def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, tru
     (and the true latents ``"s" [N, truth_dim]`` when ``truth_dim > 0``: then ``evaluate``
     returns their correlation matrix with the posterior means over the whole dataset,
     ``"corr" [truth_dim, n]``, and each latent's share of variance carried by its posterior
-    mean, ``"active" [n]``, see :meth:`Fitted.active_latents`)."""
+    mean, ``"active" [n]``, see :meth:`Fitted.active_latents`; with a true support
+    ``"support" [d_x, truth_dim]`` in the data as well, the decoder's mean absolute Jacobian
+    in z-scored observed coordinates per latent standard deviation, ``"jac_abs" [d_x, n]``)."""
     model = cg_train.make_model(config, obs_dim, config.max_domains)
 
     def make_data(key):  # shapes only: run_group is given the arrays themselves
@@ -247,8 +250,15 @@ def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, tru
             return {}
         mu, log_var = model.posterior(state["params"], data["x"], data["u"])
         signal = jnp.var(mu, 0)
-        return {"corr": metrics.correlation_matrix(data["s"], mu),
-                "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0))}
+        out = {"corr": metrics.correlation_matrix(data["s"], mu),
+               "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0))}
+        if "support" in data:  # support recovery: the decoder's Jacobian in z-scored coordinates
+            m = mu[:JACOBIAN_SAMPLES]
+            dec = lambda v: model.decode(state["params"], v) @ hp["out_map"]  # noqa: E731
+            jac = derivatives.jacobian(dec, m, mode="fwd")  # [B, d_x, n]
+            out["jac_abs"] = jnp.mean(jnp.abs(jac), 0) * jnp.std(m, 0)[None, :]  # per latent std
+            out["support"] = data["support"]
+        return out
 
     return runner.Task(make_data, init, step, evaluate, config.num_steps, f"fit {config.prior}")
 

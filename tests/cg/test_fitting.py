@@ -81,7 +81,9 @@ def test_fit_many_equals_separate_fits():
     np.testing.assert_allclose(both[1].encode(d1.x, d1.u), one.encode(d1.x, d1.u), rtol=1e-4, atol=1e-5)
 
 
-@pytest.mark.parametrize("method", sorted(models.METHODS))
+# one method per prior by default (ivae, cg_vae with the penalty, beta_vae); the two ablations are slow-only
+@pytest.mark.parametrize("method", [m if m in ("ivae", "cg_vae", "beta_vae") else pytest.param(m, marks=pytest.mark.slow)
+                                    for m in sorted(models.METHODS)])
 def test_every_method_fits(method):
     d = _linear_data(2, 3, 100, 2)
     f = cg.fit(rng.key(1), d.x, d.u, method=method, latent_dim=2, num_steps=20, batch_size=64, progress=False,

@@ -32,3 +32,11 @@ def test_bad_cli_values_fail_before_compiling(tmp_path):
         with pytest.raises(SystemExit):
             ivae_segments.main(["--out", str(tmp_path), "--no-progress"] + bad)
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_sparse_variant_reports_support_recovery(tmp_path):
+    out = ivae_segments.main(["--segments", "3", "--methods", "ivae", "cg_vae", "--seeds", "2", "--steps", "20",
+                              "--density", "0.5", "--no-progress", "--out", str(tmp_path)])
+    recs = [r for r in out["records"] if r["method"] != ivae_segments.FLOOR]
+    assert all(0 <= r["support_f1"] <= 1 and 0 <= r["structural_sparsity"] <= 5 for r in recs)
+    assert "Support recovery" in out["markdown"] and "paired on the seed" in out["markdown"]

@@ -42,6 +42,7 @@ def test_cg_bad_cli_values_fail_before_compiling(tmp_path):
     assert not (tmp_path / "results.jsonl").exists()
 
 
+@pytest.mark.slow  # 35 s; the main job runs this module end to end
 def test_cg_domains_end_to_end(tmp_path):
     args = ["--preset", "quick", "--domains", "2", "3", "--seeds", "1", "--steps", "20", "--no-progress",
             "--out", str(tmp_path)]
