@@ -65,7 +65,8 @@ class Fitted:
     Attributes:
       config: the :class:`cg.train.CGConfig` it was trained with.
       method: a key of :data:`cg.models.METHODS`.
-      params: ``{"enc", "dec", "prior"}`` parameter pytrees.
+      params: ``{"enc", "dec", "prior"}`` parameter pytrees (and the scalar ``"obs_log_var"``
+        when the decoder variance is learned).
       x_mean: ``[d_x]``, x_proj: ``[d_x, d_x]``: the preprocessing, ``x -> (x - x_mean) @ x_proj``.
       num_domains: M, the number of domain labels.
       loss_history: ``[C]`` mean training loss of each chunk of ``chunk_steps`` steps.
@@ -88,13 +89,7 @@ class Fitted:
     def encode(self, x, u=None) -> np.ndarray:
         """Posterior means ``[N, latent_dim]`` of ``x [N, d_x]`` (original units); ``u [N]``
         is needed only when the encoder is conditioned on the domain (``encoder_u``)."""
-        x = _check_x(x, self.x_mean.shape[0])
-        if u is None:
-            if self.config.encoder_u:
-                raise ValueError("this model's encoder is conditioned on the domain: pass u")
-            u = np.zeros(len(x), np.int32)
-        u = _check_u(u, len(x), self.num_domains)
-        return np.asarray(jax.jit(self._model.encode)(self.params, jnp.asarray(self.preprocess(x)), jnp.asarray(u)))
+        return self.posterior(x, u)[0]
 
     def preprocess(self, x) -> np.ndarray:
         """``x [N, d_x]`` in the units the model was trained in."""
