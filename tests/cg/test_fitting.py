@@ -132,3 +132,9 @@ def test_out_map_takes_whitened_outputs_to_standardized_coordinates():
     np.testing.assert_allclose(xw @ p.out_map[0], (d.x - d.x.mean(0)) / d.x.std(0), atol=1e-4)
     q = fitting.prepare(d.x[None], d.u[None], method="cg_vae", latent_dim=3, preprocess="standardize")
     np.testing.assert_allclose(q.out_map[0], np.eye(3), atol=1e-5)
+
+
+def test_sparse_methods_switch_the_penalty_on_after_half_the_steps():
+    assert fitting.make_config("cg_vae", 2, 500, 3, num_steps=100).sparse_warmup == 50
+    assert fitting.make_config("cg_vae", 2, 500, 3, num_steps=100, sparse_warmup=0).sparse_warmup == 0
+    assert fitting.make_config("ivae", 2, 500, 3).sparse_warmup == 0

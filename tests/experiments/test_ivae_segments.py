@@ -34,6 +34,7 @@ def test_bad_cli_values_fail_before_compiling(tmp_path):
     assert not (tmp_path / "results.jsonl").exists()
 
 
+@pytest.mark.slow  # 20 s; support_f1 itself is unit-tested in tests/mechind/test_metrics.py
 def test_sparse_variant_reports_support_recovery(tmp_path):
     out = ivae_segments.main(["--segments", "3", "--methods", "ivae", "cg_vae", "--seeds", "2", "--steps", "20",
                               "--density", "0.5", "--no-progress", "--out", str(tmp_path)])
