@@ -251,7 +251,9 @@ def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, tru
         mu, log_var = model.posterior(state["params"], data["x"], data["u"])
         signal = jnp.var(mu, 0)
         out = {"corr": metrics.correlation_matrix(data["s"], mu),
-               "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0))}
+               "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0)),
+               # a derivative penalty can be paid by inflating the latents: keep their scale in view
+               "latent_std": jnp.mean(jnp.sqrt(signal))}
         if "support" in data:  # support recovery: the decoder's Jacobian in z-scored coordinates
             m = mu[:JACOBIAN_SAMPLES]
             dec = lambda v: model.decode(state["params"], v) @ hp["out_map"]  # noqa: E731

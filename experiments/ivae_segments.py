@@ -49,7 +49,8 @@ def datasets(p: dict, seeds: list[int], segments: int) -> list[ivae_data.IVAEDat
 
 def finish(mt: dict) -> dict:
     """Host-side scalars of one run: MCC, active latents, and support F1 for sparse data."""
-    out = {"mcc": metrics.mcc_from_corr(mt["corr"]), "active_latents": int(np.sum(mt["active"] > 0.5))}
+    out = {"mcc": metrics.mcc_from_corr(mt["corr"]), "active_latents": int(np.sum(mt["active"] > 0.5)),
+           "latent_std": float(mt["latent_std"])}
     if "jac_abs" in mt:
         perm = metrics.matched_permutation(mt["corr"])
         out["support_f1"] = metrics.support_f1(mt["jac_abs"], np.asarray(mt["support"], bool), perm)

@@ -11,7 +11,7 @@ def test_end_to_end_resume_and_a_changed_setting_is_not_reused(tmp_path):
             "--no-progress", "--out", str(tmp_path)]
     out = ivae_segments.main(args)
     recs = report.read_jsonl(tmp_path / "results.jsonl")
-    assert len(recs) == 2 * 2 and {"mcc", "active_latents", "seed", "segments"} <= set(recs[0])
+    assert len(recs) == 2 * 2 and {"mcc", "active_latents", "latent_std", "seed", "segments"} <= set(recs[0])
     for f in ("table.md", "table.csv", "mcc_vs_segments.png"):
         assert (tmp_path / f).stat().st_size > 0
     assert "| method | 2 segments | 3 segments |" in out["markdown"]
