@@ -15,6 +15,11 @@ def gaussian_log_prob(x: Array, mean: Array, log_var: Array) -> Array:
     return jnp.sum(-0.5 * ((x - mean) ** 2 / jnp.exp(log_var) + log_var + jnp.log(2 * jnp.pi)), -1)
 
 
+def reconstruction(x, x_hat, obs_var) -> Array:
+    """``mean_b ||x - x_hat||^2 / (2 obs_var)``: the Gaussian -log-likelihood up to its normaliser."""
+    return jnp.mean(jnp.sum((x - x_hat) ** 2, -1) / (2 * obs_var))
+
+
 def negative_elbo(x, x_hat, z, mu, log_var, log_prior, beta, obs_var) -> tuple[Array, dict]:
     """``-ELBO_beta = E_q[-log p(x|z)] + beta * E_q[log q(z|x) - log p(z|u)]``, one sample of z.
 
@@ -22,21 +27,19 @@ def negative_elbo(x, x_hat, z, mu, log_var, log_prior, beta, obs_var) -> tuple[A
     The KL is a single-sample Monte Carlo estimate for every prior, so methods differ
     only in the prior, not in the estimator.
     """
-    rec = jnp.mean(jnp.sum((x - x_hat) ** 2, -1) / (2 * obs_var))
+    rec = reconstruction(x, x_hat, obs_var)
     kl = jnp.mean(gaussian_log_prob(z, mu, log_var) - log_prior)
     return rec + beta * kl, {"rec": rec, "kl": kl}
 
 
 def negative_elbo_from_log_q(x, x_hat, log_q, log_prior, beta, obs_var) -> Array:
     """``-ELBO_beta`` from one sample's ``log q(z|x)`` and ``log p(z|u)``, both ``[B]``."""
-    rec = jnp.mean(jnp.sum((x - x_hat) ** 2, -1) / (2 * obs_var))
-    return rec + beta * jnp.mean(log_q - log_prior)
+    return reconstruction(x, x_hat, obs_var) + beta * jnp.mean(log_q - log_prior)
 
 
 def negative_elbo_analytic(x, x_hat, kl, beta, obs_var) -> Array:
     """``-ELBO_beta`` with the KL in closed form: x, x_hat ``[B, d_x]``, kl ``[B]``."""
-    rec = jnp.mean(jnp.sum((x - x_hat) ** 2, -1) / (2 * obs_var))
-    return rec + beta * jnp.mean(kl)
+    return reconstruction(x, x_hat, obs_var) + beta * jnp.mean(kl)
 
 
 UNITS = ("standardized", "raw")
