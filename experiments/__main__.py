@@ -25,6 +25,12 @@ PARTS = (
 )
 
 
+def figure_links(out: Path, name: str) -> str:
+    """Markdown images of every figure a part wrote, relative to ``out`` (report.md's folder)."""
+    pngs = sorted((out / name).glob("*.png"))
+    return "".join(f"\n![{p.stem.replace('_', ' ')}]({name}/{p.name})\n" for p in pngs)
+
+
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--preset", choices=("quick", "paper"), default="quick",
@@ -58,7 +64,8 @@ def main(argv=None) -> Path:
         extra = res.get("criteria") if isinstance(res, dict) else None
         sections.append(f"## {title}\n\n_{time.perf_counter() - t:.0f}s; files in `{out / name}`_\n\n"
                         + text.replace("\n# ", "\n### ").lstrip("# ")
-                        + (f"\nGenerators (fraction of points where each Type holds):\n\n{extra}" if extra else ""))
+                        + (f"\nGenerators (fraction of points where each Type holds):\n\n{extra}" if extra else "")
+                        + figure_links(out, name))
     dev = report.device_info()
     head = (f"# mechind report ({args.preset} preset)\n\nDevice: {dev['backend']} ({dev['device_kind']} "
             f"x{dev['device_count']}), jax {dev['jax']}. Total wall time {time.perf_counter() - t0:.0f}s.\n\n")

@@ -10,7 +10,10 @@ lambda are vmapped inside it, so lambda comparisons are paired (same data, same 
 
 Writes ``results.jsonl`` (one line per run), ``table.md`` / ``table.csv`` (SIS mean ± std,
 rows K x lambda, columns overlap), ``criteria.md`` (which Types the generators satisfy at
-each overlap) and ``sis_vs_overlap.png``.
+each overlap), ``sis_vs_overlap.png`` and ``sis_vs_contrast.png`` (SIS against the
+scale-free contrast share, one point a run, coloured by lambda). Every record carries
+the diagnostics of the latent-scale loophole: raw and standardized contrast, contrast
+share, and the latent scale per slot.
 """
 
 from __future__ import annotations
@@ -25,6 +28,9 @@ import numpy as np
 
 from experiments import sweep
 from mechind import criteria, data as slot_data, metrics, report, train
+
+# bump when a record gains or changes a field, so older results are not mixed in
+RECORD_VERSION = 2
 
 PRESETS = {
     # Brady et al.'s protocol: 115,000 steps, batch 64, 72k/8k samples; MI paper's grid
@@ -43,9 +49,11 @@ def build_groups(ks, lams, overlaps, seeds, base: train.SlotConfig) -> list[swee
     for k in ks:
         for ov in overlaps:
             cfg = base.replace(num_slots=k, overlap=ov)
+            # the whole config is the group's identity: a changed setting never reuses old runs
             key = {"K": k, "overlap": ov, "layout": cfg.layout, "dependent": cfg.dependent,
                    "decoder": cfg.decoder, "num_train": cfg.num_train, "num_val": cfg.num_val,
-                   "batch_size": cfg.batch_size, "lr": cfg.lr, "steps_cfg": cfg.num_steps}
+                   "batch_size": cfg.batch_size, "lr": cfg.lr, "steps_cfg": cfg.num_steps,
+                   "config": dataclasses.asdict(cfg), "record_version": RECORD_VERSION}
             runs = [{"seed": s, "lam": lam} for lam in lams for s in seeds]
             groups.append(sweep.Group(
                 key=key,
@@ -53,12 +61,21 @@ def build_groups(ks, lams, overlaps, seeds, base: train.SlotConfig) -> list[swee
                 keys=sweep.seed_keys(seeds, repeat=len(lams)),
                 hparams=train.hparams(np.repeat(lams, n_seeds), [cfg.lr] * len(runs)),
                 runs=runs,
-                finish=lambda m: {"sis": metrics.sis_from_r2(m["sis_r2"]),
-                                  "sis_r2": np.asarray(m["sis_r2"]).tolist(),
-                                  "recon_r2": float(m["recon_r2"]), "c_comp": float(m["c_comp"]),
-                                  "val_mse": float(m["val_mse"])},
+                finish=finish_record,
             ))
     return groups
+
+
+def finish_record(m: dict) -> dict:
+    """Host-side metrics of one run: SIS, its R² matrix, reconstruction, the contrast in
+    raw and standardized units, and the latent scale (per slot: mean std of its latents)."""
+    z_std = np.asarray(m["latent_std"], float)
+    k = len(m["sis_r2"])
+    return {"sis": metrics.sis_from_r2(m["sis_r2"]), "sis_r2": np.asarray(m["sis_r2"]).tolist(),
+            "recon_r2": float(m["recon_r2"]), "c_comp": float(m["c_comp"]),
+            "c_comp_std": float(m["c_comp_std"]), "contrast_share": float(m["contrast_share"]),
+            "slot_scale": z_std.reshape(k, -1).mean(1).tolist(), "latent_scale": float(z_std.mean()),
+            "val_mse": float(m["val_mse"])}
 
 
 def generator_criteria(ks, overlaps, base: train.SlotConfig, points: int = 64) -> str:
@@ -102,19 +119,63 @@ def figure(records, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def scatter_figure(records, path: Path, title: str) -> None:
+    """SIS against the scale-free contrast share, one point a run, coloured by λ, a panel
+    per K (the form of Brady et al.'s figure, with the contrast read in standardized units
+    so that inflating the latents cannot move a point left)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    ok = [r for r in records if not r["failed"]]
+    ks = sorted({r["K"] for r in ok})
+    lams = sorted({r["lam"] for r in ok})
+    overlaps = sorted({r["overlap"] for r in ok})
+    markers = dict(zip(overlaps, "os^Dv<>p*h"))
+    fig, axes = plt.subplots(1, len(ks), figsize=(4.4 * len(ks), 3.8), sharey=True, squeeze=False)
+    for ax, k in zip(axes[0], ks):
+        for ci, lam in enumerate(lams):
+            for ov in overlaps:
+                sel = [r for r in ok if r["K"] == k and r["lam"] == lam and r["overlap"] == ov]
+                if sel:
+                    ax.scatter([r["contrast_share"] for r in sel], [r["sis"] for r in sel], color=f"C{ci}",
+                               marker=markers[ov], alpha=0.8, s=28,
+                               label=f"λ = {lam:g}" if ov == overlaps[0] else None)
+        for ov in overlaps:
+            ax.scatter([], [], color="gray", marker=markers[ov], label=f"overlap {ov:g}")
+        ax.axvline((k - 1) / (2 * k), color="gray", lw=0.8, ls=":")  # every slot on every x_n
+        ax.set_title(f"K = {k}")
+        ax.set_xlabel("contrast share, standardized units")
+        ax.grid(alpha=0.3)
+    axes[0][0].set_ylabel("SIS")
+    axes[0][-1].legend(fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
 def write_report(records: list[dict], out: Path, header: str) -> str:
     """Build table.md/csv and the figure from the JSON lines; returns the markdown."""
     md, csv = sweep.mean_std_table(records, ("K", "lam"), "overlap", "sis", col_fmt="overlap {}")
     r2_md, _ = sweep.mean_std_table(records, ("K", "lam"), "overlap", "recon_r2", col_fmt="overlap {}")
+    share_md, _ = sweep.mean_std_table(records, ("K", "lam"), "overlap", "contrast_share", col_fmt="overlap {}")
+    scale_md, _ = sweep.mean_std_table(records, ("K", "lam"), "overlap", "latent_scale", col_fmt="overlap {}")
     failed = [r for r in records if r["failed"]]
     text = (header + "\n\nSIS (mean ± std over seeds):\n\n" + md
             + "\nReconstruction R² on held-out data:\n\n" + r2_md
+            + "\nContrast share in standardized units (scale-free; 0 = every observed coordinate "
+              "depends on one slot, 0.25 at K = 2 = all equally):\n\n" + share_md
+            + "\nLatent scale (mean std of the inferred latents; the raw contrast falls as 1/scale²):\n\n"
+            + scale_md
             + (f"\n{len(failed)} run(s) failed: "
                + ", ".join(f"K={r['K']} ov={r['overlap']} λ={r['lam']} seed={r['seed']} ({r['failure']})"
                            for r in failed) + "\n" if failed else ""))
     report.write_atomic(out / "table.md", text)
     report.write_atomic(out / "table.csv", csv)
     figure(records, out / "sis_vs_overlap.png", header.splitlines()[0].lstrip("# "))
+    scatter_figure(records, out / "sis_vs_contrast.png", header.splitlines()[0].lstrip("# "))
     return text
 
 
@@ -170,7 +231,7 @@ def main(argv=None) -> dict:
     report.write_atomic(out / "criteria.md", "Which Types the generators satisfy (fraction of 64 points):\n\n" + crit)
     print(text)
     print("Generators:\n" + crit)
-    print(f"wrote {out}/table.md, table.csv, criteria.md, sis_vs_overlap.png")
+    print(f"wrote {out}/table.md, table.csv, criteria.md, sis_vs_overlap.png, sis_vs_contrast.png")
     return {"records": records, "markdown": text, "criteria": crit, "wall_s": wall}
 
 

@@ -20,9 +20,35 @@ import jax.numpy as jnp
 import optax
 
 from mechind import data as slot_data
-from mechind import losses, metrics, models, rng, runner
+from mechind import derivatives, losses, metrics, models, rng, runner
 
 Array = jax.Array
+
+
+LATENT_NORMS = ("none", "batch")
+
+
+def standardize(z: Array, ref: Array | None = None, eps: float = 1e-6) -> Array:
+    """``z [N, d]`` with each latent standardized by the mean and std of ``ref [M, d]``
+    (default: ``z`` itself, as batch normalization without an affine map)."""
+    ref = z if ref is None else ref
+    return (z - jnp.mean(ref, 0)) / (jnp.std(ref, 0) + eps)
+
+
+def lam_ramp(lam: Array, step: Array, num_steps: int, warmup: float) -> Array:
+    """lambda at ``step``: 0 -> lambda linearly over ``warmup * num_steps`` steps, then constant."""
+    n = warmup * num_steps
+    return lam if n <= 0 else lam * jnp.minimum(1.0, (step + 1) / n)
+
+
+def encode(config, enc, params: dict, x: Array, ref: Array | None = None) -> Array:
+    """Inferred latents ``[N, K*s]`` of ``x [N, d_x]``: the encoder output, standardized if
+    ``config.latent_norm == "batch"`` (by the statistics of ``ref``'s encodings if given,
+    else of ``x``'s own, as during training)."""
+    z = enc.apply({"params": params["enc"]}, x)
+    if config.latent_norm == "none":
+        return z
+    return standardize(z, None if ref is None else enc.apply({"params": params["enc"]}, ref))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -50,6 +76,13 @@ class SlotConfig:
     lr_drop: float = 0.5  # fraction of training after which lr is divided by 10
     lam: float = 0.0  # weight of compositional contrast
     sis_fit_frac: float = 0.8  # SIS: fraction of validation samples that fit the kernel ridge
+    # "batch" (default): each latent is standardized over the batch (over the first norm_ref
+    # training samples at evaluation), so the contrast cannot be paid by inflating the
+    # latents; the model class is the same. "none": the encoder output is the latent, as in
+    # Brady et al. (their raw form; the contrast then falls as 1/scale²)
+    latent_norm: str = "batch"
+    norm_ref: int = 8_192  # training samples whose statistics standardize latents at evaluation
+    lam_warmup: float = 0.0  # fraction of training over which lambda ramps up linearly from 0
     contrast_eval_samples: int = 512  # validation samples on which C_comp is reported
 
     def __post_init__(self):
@@ -69,6 +102,9 @@ class SlotConfig:
              f"hidden must be a non-empty tuple of positive widths, got {self.hidden}"),
             (1 <= self.contrast_eval_samples,
              f"contrast_eval_samples must be >= 1, got {self.contrast_eval_samples}"),
+            (self.latent_norm in LATENT_NORMS, f"latent_norm must be one of {LATENT_NORMS}, got {self.latent_norm!r}"),
+            (self.norm_ref >= 2, f"norm_ref must be >= 2, got {self.norm_ref}"),
+            (0 <= self.lam_warmup <= 1, f"lam_warmup must lie in [0, 1], got {self.lam_warmup}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -114,8 +150,11 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
         params = models.init_autoencoder(jax.random.fold_in(key, 1), enc, dec, spec.obs_dim, spec.latent_dim)
         return {"params": params, "opt": tx(hp).init(params), "key": rng.to_data(jax.random.fold_in(key, 2))}
 
+    def latents(params, x, ref=None):
+        return encode(config, enc, params, x, ref)
+
     def loss_fn(params, x, lam):
-        z_hat = enc.apply({"params": params["enc"]}, x)
+        z_hat = latents(params, x)
         x_hat = dec.apply({"params": params["dec"]}, z_hat)
         rec = losses.mse(x, x_hat)
         if not with_contrast:
@@ -126,15 +165,16 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
 
     def step(state, data, hp, i):
         idx = jax.random.randint(jax.random.fold_in(rng.from_data(state["key"]), i), (config.batch_size,), 0, n_train)
+        lam = lam_ramp(hp["lam"], i, config.num_steps, config.lam_warmup)
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], data["x_train"][idx], hp["lam"])
+            state["params"], data["x_train"][idx], lam)
         updates, opt = tx(hp).update(grads, state["opt"], state["params"])
         return {**state, "params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
 
     def evaluate(state, data, hp):
         p = state["params"]
         x = data["x_val"]
-        z_hat = enc.apply({"params": p["enc"]}, x)
+        z_hat = latents(p, x, data["x_train"][:min(config.norm_ref, n_train)])
         x_hat = dec.apply({"params": p["dec"]}, z_hat)
         ss_res = jnp.sum((x - x_hat) ** 2)
         ss_tot = jnp.sum((x - x.mean(0)) ** 2)
@@ -145,13 +185,34 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
                                             fit_frac=config.sis_fit_frac),
             "recon_r2": 1.0 - ss_res / ss_tot,
             "val_mse": losses.mse(x, x_hat),
-            "c_comp": losses.decoder_contrast(decode, z_hat[:m], sizes),
+            **contrast_diagnostics(decode, z_hat, x, sizes, m),
         }
 
     name = f"K={spec.num_slots} overlap={spec.overlap:g}" + (" +C_comp" if with_contrast else "")
     n_fit = int(round(config.sis_fit_frac * n_val))
     # SIS: one n_fit x n_fit kernel and its Cholesky factor per run at a time
     return runner.Task(make_data, init, step, evaluate, config.num_steps, name, eval_bytes=2 * 4 * n_fit * n_fit)
+
+
+def contrast_diagnostics(decode, z_hat: Array, x: Array, slot_sizes, num_points: int) -> dict:
+    """The contrast read three ways, and the latent scale that can fake it.
+
+    ``decode: [d] -> [d_x]``, ``z_hat [N, d]`` inferred latents and ``x [N, d_x]`` the
+    observations they came from; the Jacobian is taken at the first ``num_points``.
+
+    Returns ``c_comp`` (raw, as trained and as in Brady et al.), ``c_comp_std`` (the same
+    in standardized latent and observed units, so inflating the latents cannot lower it),
+    ``contrast_share`` (the standardized cross-slot share of Jacobian energy, in
+    ``[0, (K - 1) / 2K]``, comparable across data sets and implementations) and
+    ``latent_std [d]`` (the spread of each inferred latent).
+    """
+    jac = derivatives.jacobian(decode, z_hat[:num_points], mode="fwd")
+    z_std = jnp.std(z_hat, 0)
+    jac_std = losses.standardize_jacobian(jac, z_std, jnp.maximum(jnp.std(x, 0), 1e-12))
+    return {"c_comp": losses.compositional_contrast(jac, slot_sizes),
+            "c_comp_std": losses.compositional_contrast(jac_std, slot_sizes),
+            "contrast_share": losses.contrast_share(jac_std, slot_sizes),
+            "latent_std": z_std}
 
 
 def hparams(lams: Sequence[float], lrs: Sequence[float]) -> dict:

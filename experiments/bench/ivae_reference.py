@@ -38,10 +38,10 @@ from cg import ivae_data
 from mechind import report
 
 
-def checkout(repo: Path, dest: Path) -> Path:
-    """A work tree of ``repo``: the directory itself if it has ``runners/``, else the
+def checkout(repo: Path, dest: Path, marker: str = "runners/ivae.py") -> Path:
+    """A work tree of ``repo``: the directory itself if it has ``marker``, else the
     HEAD of a bare git directory (what the fetch tool brings) extracted into ``dest``."""
-    if (repo / "runners" / "ivae.py").exists():
+    if (repo / marker).exists():
         return repo
     dest.mkdir(parents=True, exist_ok=True)
     archive = subprocess.run(["git", "--git-dir", str(repo), "archive", "HEAD"], check=True, capture_output=True)

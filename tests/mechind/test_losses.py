@@ -72,3 +72,49 @@ def test_bad_input():
         losses.compositional_contrast(jnp.ones((3, 3)), (1, 2))
     with pytest.raises(ValueError, match="sum to 4"):
         losses.compositional_contrast(jnp.ones((1, 3, 5)), (2, 2))
+
+
+def _hand_decoder(z):
+    """x = (z0 + z3, z1 * z2, 2 z3, z0 - z4 + z5): rows 0 and 3 mix the two slots."""
+    return jnp.stack([z[0] + z[3], z[1] * z[2], 2.0 * z[3], z[0] - z[4] + z[5]])
+
+
+def _standardized_stats(decode, z):
+    x = jax.vmap(decode)(z)
+    jac = derivatives.jacobian(decode, z, mode="fwd")
+    return jac, jnp.std(z, 0), jnp.std(x, 0)
+
+
+def test_scale_invariant_contrast_ignores_rescaled_latents_raw_one_does_not():
+    sizes = (3, 3)
+    z = jax.random.normal(jax.random.PRNGKey(0), (256, 6))
+    c = jnp.array([30.0, 0.5, 2.0, 100.0, 7.0, 0.1])  # a different scale for every latent
+    # the same decoder read in rescaled latents w = c z:  g~(w) = g(w / c)
+    scaled = lambda w: _hand_decoder(w / c)  # noqa: E731
+    jac, zs, xs = _standardized_stats(_hand_decoder, z)
+    jac_c, zs_c, xs_c = _standardized_stats(scaled, z * c)
+    raw, raw_c = losses.compositional_contrast(jac, sizes), losses.compositional_contrast(jac_c, sizes)
+    assert float(raw_c) < 0.2 * float(raw)  # the loophole: inflate the latents, pay less
+    std = losses.compositional_contrast(losses.standardize_jacobian(jac, zs, xs), sizes)
+    std_c = losses.compositional_contrast(losses.standardize_jacobian(jac_c, zs_c, xs_c), sizes)
+    np.testing.assert_allclose(std_c, std, rtol=1e-4)
+    share = losses.contrast_share(losses.standardize_jacobian(jac, zs, xs), sizes)
+    share_c = losses.contrast_share(losses.standardize_jacobian(jac_c, zs_c, xs_c), sizes)
+    np.testing.assert_allclose(share_c, share, rtol=1e-4)
+    # and rescaling an observed coordinate changes nothing either
+    obs = jnp.array([1.0, 50.0, 0.01, 3.0])
+    jac_o, zs_o, xs_o = _standardized_stats(lambda w: obs * _hand_decoder(w), z)
+    np.testing.assert_allclose(losses.contrast_share(losses.standardize_jacobian(jac_o, zs_o, xs_o), sizes),
+                               share, rtol=1e-4)
+
+
+def test_contrast_share_known_values():
+    # block-diagonal Jacobian: no row sees two slots -> 0
+    jac = jnp.zeros((2, 4, 6)).at[:, :2, :3].set(1.0).at[:, 2:, 3:].set(2.0)
+    assert float(losses.contrast_share(jac, (3, 3))) == 0.0
+    # every row sees both slots equally -> the maximum (K - 1) / (2K) = 1/4
+    np.testing.assert_allclose(losses.contrast_share(jnp.ones((2, 4, 6)), (3, 3)), 0.25, rtol=1e-6)
+    # K = 3, equal blocks -> 1/3; one row of norms (1, 2, 0): pairs 2 / total 9
+    np.testing.assert_allclose(losses.contrast_share(jnp.ones((1, 5, 6)), (2, 2, 2)), 1 / 3, rtol=1e-6)
+    row = jnp.array([[[1.0, 0.0, 2.0, 0.0, 0.0, 0.0]]])
+    np.testing.assert_allclose(losses.contrast_share(row, (2, 2, 2)), 2 / 9, rtol=1e-6)

@@ -1,0 +1,338 @@
+"""Slot autoencoders side by side: Brady et al.'s own training code and ``mechind`` on
+identical data, with the same diagnostics for both.
+
+The reference is ``train_model.py`` of github.com/brendel-group/objects-identifiability,
+run unchanged from a fetched copy (never vendored): its MLPs (3 layers of width 80,
+leaky ReLU 0.2, PyTorch's default initialisation), Adam at its default lr 4e-4 divided
+by 10 at half of training, batch 64 drawn by a fresh shuffled ``DataLoader`` iterator
+each step, MSE + lambda * C_comp through ``torch.vmap(torch.func.jacfwd(decoder))``.
+Shims, and nothing else:
+
+* imports it never uses on synthetic data (``wandb``, ``hydra``, ``omegaconf``,
+  ``torchvision``, the sprite evaluator's ``lion_pytorch``) are empty stand-in modules,
+  and ``np.VisibleDeprecationWarning`` (its warning filter; numpy 2 moved the class to
+  ``np.exceptions``) is aliased;
+* its data function ``utils.gen_synth_data`` returns the arrays given here, so both
+  implementations train on exactly the same 72k and score on the same 8k samples
+  (its own 90/10 split of 80k, which is ours too);
+* its seed ``random.randint(0, 10000)`` comes from ``random.seed(seed)``, so a run is
+  repeatable;
+* its evaluation at iteration 1 is skipped (27 s of SIS on this CPU, no information);
+  its final evaluation runs, and the trained model is kept for the diagnostics.
+
+Data, either implementation's generator:
+
+* ``mechind``: :func:`mechind.data.sample_arrays` (a different mixing per slot, the
+  block structure of ``SlotSpec``, leaky ReLU 0.2 after both layers);
+* ``brady``: their ``gen_synth_data`` called from the fetched copy (one 2-layer mixing
+  shared by all slots, ``LeakyReLU()`` = slope 0.01, no last nonlinearity, weights
+  U(-10, 10) with unit-norm columns and the condition-number rule), seeded with
+  ``np.random.seed(seed)``.
+
+Diagnostics (one function for both, :func:`mechind.train.contrast_diagnostics` and our
+SIS): SIS and its R² matrix, reconstruction R², raw C_comp, C_comp in standardized units,
+the standardized cross-slot share, and the latent scale.
+
+    python -m experiments.bench.slot_reference --repo /path/to/objects-identifiability \\
+        --data mechind brady --seeds 0 1 2 --lams 0 0.01 1 --steps 20000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import json
+import random
+import sys
+import tempfile
+import time
+import types
+from pathlib import Path
+
+import numpy as np
+
+from experiments.bench.ivae_reference import checkout
+from mechind import report
+
+STUB_MODULES = ("wandb", "hydra", "hydra.utils", "omegaconf", "torchvision", "torchvision.transforms",
+                "lion_pytorch", "eval.model_evaluation")
+
+
+def _stub_imports() -> None:
+    """Empty stand-ins for modules the synthetic path imports but never calls."""
+    for name in STUB_MODULES:
+        if name not in sys.modules:
+            mod = types.ModuleType(name)
+            mod.__path__ = []  # a package, so submodule stubs import
+            sys.modules[name] = mod
+    sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
+    sys.modules["hydra"].utils = sys.modules["hydra.utils"]
+    sys.modules["eval.model_evaluation"].evaluate_model = None  # sprite data only
+    if not hasattr(np, "VisibleDeprecationWarning"):  # numpy 2 moved it; it only filters warnings
+        np.VisibleDeprecationWarning = np.exceptions.VisibleDeprecationWarning
+
+
+def _import_reference(tree: Path):
+    _stub_imports()
+    if str(tree) not in sys.path:
+        sys.path.insert(0, str(tree))
+    import train_model  # noqa: PLC0415  (the reference's own code)
+    import utils  # noqa: PLC0415
+
+    return train_model, utils
+
+
+def reference_args(lam: float, steps: int, lr: float, num_slots: int = 2, slot_dim: int = 3,
+                   slot_x_dim: int = 20, nobs: int = 80_000, batch_size: int = 64) -> argparse.Namespace:
+    """The reference's command line (its defaults, except those given)."""
+    return argparse.Namespace(data="synth", encoder="MLP", decoder="MLP", num_slots=num_slots,
+                              inf_slot_dim=slot_dim, gt_slot_dim=slot_dim, lam=lam, batch_size=batch_size,
+                              lr=lr, num_iters=steps, eval_iter=steps, nobs=nobs, slot_x_dim=slot_x_dim,
+                              dependent=0)
+
+
+def brady_data(tree: Path, seed: int, num_slots: int = 2, nobs: int = 80_000) -> tuple[np.ndarray, np.ndarray]:
+    """Their generator, from the fetched copy: ``x [nobs, 20 K]``, ``z [nobs, K, 3]``."""
+    import torch
+
+    _import_reference(tree)
+    from data.generators.synth_data_gen import gen_synth_data  # noqa: PLC0415  (theirs)
+
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    return gen_synth_data(reference_args(0.0, 1, 4e-4, num_slots=num_slots, nobs=nobs))
+
+
+def mechind_data(seed: int, num_slots: int = 2, nobs: int = 80_000) -> tuple[np.ndarray, np.ndarray]:
+    """Ours, as ``mechind.train.make_task`` draws it for this seed (overlap 0: Type D)."""
+    import jax
+
+    from mechind import data as slot_data, rng, train
+
+    spec = train.SlotConfig(num_slots=num_slots).spec
+    arr = jax.jit(rng.traced_in_fast_mode(slot_data.sample_arrays), static_argnums=(1, 2))(
+        jax.random.fold_in(rng.key(seed), 0), spec, nobs)
+    return np.asarray(arr["x"], np.float32), np.asarray(arr["z"], np.float32)
+
+
+def diagnostics(encode, decode, x_val: np.ndarray, z_val: np.ndarray, slot_dim: int = 3,
+                jac_points: int = 512, fit_frac: float = 0.8) -> dict:
+    """The same numbers for any implementation: ``encode: x [N, d_x] -> z_hat [N, d]``
+    (numpy) and ``decode`` a jax function ``[d] -> [d_x]``."""
+    import jax.numpy as jnp
+
+    from mechind import metrics, train
+
+    z_hat = np.asarray(encode(x_val), np.float32)
+    k = z_val.shape[1]
+    sizes = (slot_dim,) * k
+    x_hat = np.asarray(_decode_all(decode, z_hat))
+    r2 = np.asarray(metrics.sis_r2_matrix(jnp.asarray(z_val), jnp.asarray(z_hat.reshape(len(z_hat), k, slot_dim)),
+                                          fit_frac=fit_frac))
+    d = train.contrast_diagnostics(decode, jnp.asarray(z_hat), jnp.asarray(x_val), sizes, jac_points)
+    z_std = np.asarray(d["latent_std"], float)
+    return {"sis": metrics.sis_from_r2(r2), "sis_r2": r2.tolist(),
+            "recon_r2": float(1 - np.sum((x_val - x_hat) ** 2) / np.sum((x_val - x_val.mean(0)) ** 2)),
+            "c_comp": float(d["c_comp"]), "c_comp_std": float(d["c_comp_std"]),
+            "contrast_share": float(d["contrast_share"]), "slot_scale": z_std.reshape(k, -1).mean(1).tolist(),
+            "latent_scale": float(z_std.mean())}
+
+
+def _decode_all(decode, z_hat):
+    import jax
+
+    return jax.jit(jax.vmap(decode))(z_hat)
+
+
+def _torch_decoder_as_jax(decoder):
+    """A torch ``nn.Module`` decoder as a jax function (weights copied: it is an MLP of
+    ``nn.Linear`` layers with leaky ReLU 0.2, the reference's ``MLP``), so the Jacobian
+    diagnostics are computed by the same code for both implementations."""
+    import jax.numpy as jnp
+
+    ws = [(jnp.asarray(fc.weight.detach().numpy()), jnp.asarray(fc.bias.detach().numpy())) for fc in decoder.fc]
+
+    def decode(z):
+        h = z
+        for i, (w, b) in enumerate(ws):
+            h = w @ h + b
+            if i < len(ws) - 1:
+                h = jnp.where(h >= 0, h, 0.2 * h)
+        return h
+
+    return decode
+
+
+def run_reference(tree: Path, x: np.ndarray, z: np.ndarray, seed: int, lam: float, steps: int, lr: float,
+                  work: Path, own_eval: bool = True) -> dict:
+    """Train the reference once on ``x, z`` (80/10 split as it does); diagnostics on its
+    validation part, plus its own final evaluation (recon, C_comp, SIS) for a cross-check."""
+    import torch
+
+    tm, utils = _import_reference(tree)
+    torch.set_num_threads(1)
+    original_data = utils.gen_synth_data
+    utils.gen_synth_data = lambda args: (x, z)  # shim: the arrays given here
+    kept: dict = {}
+    original_eval = tm.eval_model
+
+    def eval_shim(args, model, loader):
+        kept["calls"] = kept.get("calls", 0) + 1
+        if kept["calls"] == 1:  # iteration 1
+            return float("nan"), float("nan"), float("nan")
+        kept["model"] = model
+        if own_eval:
+            kept["own"] = original_eval(args, model, loader)
+            return kept["own"]
+        return float("nan"), float("nan"), float("nan")
+
+    tm.eval_model = eval_shim
+    work.mkdir(parents=True, exist_ok=True)
+    cwd = Path.cwd()
+    random.seed(seed)  # its seed is random.randint(0, 10000)
+    t = time.perf_counter()
+    try:
+        import os
+        os.chdir(work)  # it saves a state dict every 3,000 steps under ./logs
+        with contextlib.redirect_stdout(io.StringIO()):
+            tm.train_model(reference_args(lam, steps, lr, num_slots=z.shape[1], nobs=len(x)))
+    finally:
+        os.chdir(cwd)
+        tm.eval_model = original_eval
+        utils.gen_synth_data = original_data
+    secs = time.perf_counter() - t
+    model = kept["model"].eval()
+    n_train = int(0.9 * len(x))
+    with torch.no_grad():
+        enc = lambda a: model.encoder(torch.from_numpy(a)).numpy()  # noqa: E731
+        out = diagnostics(enc, _torch_decoder_as_jax(model.decoder), x[n_train:], z[n_train:])
+    out["seconds"] = secs
+    if "own" in kept:
+        out["own_recon"], out["own_c_comp"], out["own_sis"] = map(float, kept["own"])
+    return out
+
+
+def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float], steps: int, lr: float,
+             **overrides) -> list[dict]:
+    """``mechind`` training on the given arrays, every (lambda, seed) in one vmapped group;
+    ``overrides`` are :class:`mechind.train.SlotConfig` fields."""
+    import jax
+    import jax.numpy as jnp
+
+    from mechind import models, rng, runner, train
+
+    n_train = int(0.9 * xs.shape[1])
+    cfg = train.SlotConfig(num_slots=zs.shape[2], num_train=n_train, num_val=xs.shape[1] - n_train,
+                           num_steps=steps, lr=lr, lam=max(lams), **overrides)
+    task = train.make_task(cfg, with_contrast=any(lam > 0 for lam in lams))
+    runs = [(lam, s) for lam in lams for s in seeds]
+    idx = [seeds.index(s) for _, s in runs]
+    data = {"x_train": jnp.asarray(xs[idx, :n_train]), "x_val": jnp.asarray(xs[idx, n_train:]),
+            "z_val": jnp.asarray(zs[idx, n_train:])}
+    keys = rng.seed_keys([s for _, s in runs])
+    t = time.perf_counter()
+    res = runner.run_group(task, keys, train.hparams([lam for lam, _ in runs], [lr] * len(runs)),
+                           chunk_steps=min(2000, steps), data=data, progress=False)
+    secs = (time.perf_counter() - t) / len(runs)
+    enc, dec = models.make_models(cfg.spec.obs_dim, cfg.num_slots, cfg.slot_dim, cfg.hidden, cfg.decoder)
+    out = []
+    for i, (lam, s) in enumerate(runs):
+        p = jax.tree.map(lambda a: a[i], res.state["params"])
+        ref = data["x_train"][i, :cfg.norm_ref]
+        encode = lambda a, p=p, ref=ref: np.asarray(train.encode(cfg, enc, p, jnp.asarray(a), ref))  # noqa: E731
+        decode = lambda zz, p=p: dec.apply({"params": p["dec"]}, zz)  # noqa: E731
+        d = diagnostics(encode, decode, xs[idx[i], n_train:], zs[idx[i], n_train:])
+        out.append({"lam": lam, "seed": s, "seconds": secs, "failed": bool(res.failed[i]), **d})
+    return out
+
+
+COLUMNS = ("sis", "contrast_share", "c_comp", "latent_scale", "recon_r2")
+
+
+def summary_table(rows: list[dict]) -> str:
+    """Markdown: mean (min–max) over seeds per data x implementation x lambda."""
+    groups: dict = {}
+    for r in rows:
+        groups.setdefault((r["data"], r["impl"], r["lam"]), []).append(r)
+    body = []
+    for (dname, impl, lam), rs in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
+        cells = []
+        for c in COLUMNS:
+            v = np.array([r[c] for r in rs], float)
+            cells.append(f"{np.mean(v):.3g} ({np.min(v):.3g}–{np.max(v):.3g})")
+        body.append([dname, impl, f"{lam:g}", len(rs), *cells])
+    return report.markdown_table(["data", "implementation", "λ", "seeds", *COLUMNS], body)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--repo", type=Path, default=None,
+                    help="the reference: a checkout of brendel-group/objects-identifiability, or its bare "
+                         "git directory (required unless --skip-reference and --data mechind)")
+    ap.add_argument("--data", nargs="+", default=["mechind", "brady"], choices=["mechind", "brady"],
+                    help="whose generator draws the arrays both implementations train on")
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data and init seeds")
+    ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.01, 1.0], help="contrast weights λ")
+    ap.add_argument("--steps", type=int, default=20_000, help="training steps of both (lr / 10 at half)")
+    ap.add_argument("--lr-reference", type=float, default=4e-4, help="the reference's lr (its default 4e-4)")
+    ap.add_argument("--lr-ours", type=float, default=None, help="our lr (default: SlotConfig's)")
+    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
+                    help="SlotConfig fields for ours, e.g. --set latent_norm=batch lam_warmup=0.25 "
+                         "(values parsed as JSON, else kept as text)")
+    ap.add_argument("--skip-reference", action="store_true", help="run ours only")
+    ap.add_argument("--skip-ours", action="store_true", help="run the reference only")
+    ap.add_argument("--no-reference-eval", action="store_true",
+                    help="skip the reference's own final evaluation (27 s of SIS a run on a CPU)")
+    ap.add_argument("--out", type=Path, default=Path("results/bench/slot_reference.json"))
+    args = ap.parse_args(argv)
+    if args.repo is None and (not args.skip_reference or "brady" in args.data):
+        ap.error("--repo is needed for the reference and for its data generator")
+    from mechind import train
+
+    lr_ours = args.lr_ours if args.lr_ours is not None else train.SlotConfig().lr
+    overrides = {}
+    for item in args.set:
+        if "=" not in item:
+            ap.error(f"--set takes FIELD=VALUE, got {item!r}")
+        k, v = item.split("=", 1)
+        try:
+            overrides[k] = json.loads(v)
+        except json.JSONDecodeError:
+            overrides[k] = v
+    try:
+        train.SlotConfig(**overrides)
+    except (TypeError, ValueError) as e:
+        ap.error(str(e))
+    impl = "mechind" + "".join(f" {k}={v}" for k, v in overrides.items())
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        tree = checkout(args.repo, Path(tmp) / "ref", marker="train_model.py") if args.repo else None
+        for dname in args.data:
+            arrays = [brady_data(tree, s) if dname == "brady" else mechind_data(s) for s in args.seeds]
+            xs, zs = np.stack([a[0] for a in arrays]), np.stack([a[1] for a in arrays])
+            new = []
+            if not args.skip_ours:
+                for r in run_ours(xs, zs, args.seeds, args.lams, args.steps, lr_ours, **overrides):
+                    new.append({"data": dname, "impl": impl, "lr": lr_ours, "steps": args.steps, **r})
+                    print(json.dumps(new[-1]), flush=True)
+                    report.append_jsonl(args.out.with_suffix(".jsonl"), [new[-1]])
+            if not args.skip_reference:
+                for lam in args.lams:
+                    for i, s in enumerate(args.seeds):
+                        r = run_reference(tree, xs[i], zs[i], s, lam, args.steps, args.lr_reference,
+                                          Path(tmp) / "work", own_eval=not args.no_reference_eval)
+                        new.append({"data": dname, "impl": "reference", "lr": args.lr_reference,
+                                    "steps": args.steps, "lam": lam, "seed": s, **r})
+                        print(json.dumps(new[-1]), flush=True)
+                        report.append_jsonl(args.out.with_suffix(".jsonl"), [new[-1]])
+            rows += new
+    args.out.write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=1))
+    print(summary_table(rows))
+    print(f"wrote {args.out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
