@@ -16,6 +16,7 @@ columns domains; plus the alpha and density tables) and ``mcc_vs_domains.png``.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import time
 from pathlib import Path
 
@@ -24,6 +25,9 @@ import numpy as np
 from cg import data as cg_data, losses, models, train as cg_train
 from experiments import sweep
 from mechind import metrics, report
+
+# bump when a record gains or changes a field, so older results are not mixed in
+RECORD_VERSION = 2
 
 PRESETS = {
     # the full grid, longer training and more data (the CG paper's code is not public:
@@ -77,7 +81,10 @@ def build_groups(p: dict, seeds: list[int], base: cg_train.CGConfig) -> list[swe
         key = {"prior": prior, "density": density, "latent_dim": cfg.latent_dim, "latent_dist": cfg.latent_dist, "num_train": cfg.num_train,
                "num_val": cfg.num_val, "batch_size": cfg.batch_size, "steps_cfg": cfg.num_steps,
                "obs_var": cfg.obs_var, "penalty": cfg.penalty, "penalty_units": cfg.penalty_units,
-               "sparse_warmup": cfg.sparse_warmup}
+               "sparse_warmup": cfg.sparse_warmup,
+               # the whole config is the group's identity: a changed setting never reuses old runs
+               "config": dataclasses.asdict(cfg), "record_version": RECORD_VERSION,
+               "generator_version": cg_data.GENERATOR_VERSION}
         groups.append(sweep.Group(
             key=key, make_task=lambda cfg=cfg: cg_train.make_task(cfg),
             keys=sweep.seed_keys([r["seed"] for r in uniq]),
@@ -232,7 +239,7 @@ def main(argv=None) -> dict:
         sweep.run_sweep(build_groups(p, list(range(n_seeds)), base), out, experiment="cg_domains",
                         preset=args.preset, chunk_steps=args.chunk_steps or p["chunk"],
                         progress=not args.no_progress, fresh=args.fresh, max_runs_per_call=args.max_runs_per_call)
-    records = [r for r in report.read_jsonl(out / "results.jsonl")
+    records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl"))
                if r["steps"] == steps and r["seed"] < n_seeds and r["latent_dim"] == base.latent_dim
                and r["penalty"] == args.penalty and r.get("penalty_units", "raw") == args.penalty_units
                and r["obs_var"] == base.obs_var and r.get("sparse_warmup", 0) == base.sparse_warmup

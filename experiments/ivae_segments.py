@@ -153,7 +153,7 @@ def main(argv=None) -> dict:
                         chunk_steps=args.chunk_steps or p["chunk"], progress=not args.no_progress,
                         fresh=args.fresh, max_runs_per_call=args.max_runs_per_call)
     ids = {g.id for g in groups}
-    records = [r for r in report.read_jsonl(out / "results.jsonl") if r.get("group") in ids]
+    records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl")) if r.get("group") in ids]
     if not records:
         raise SystemExit(f"no results in {out}/results.jsonl for these settings")
     records = records + floor_records(p, seeds)

@@ -53,7 +53,8 @@ def build_groups(ks, lams, overlaps, seeds, base: train.SlotConfig) -> list[swee
             key = {"K": k, "overlap": ov, "layout": cfg.layout, "dependent": cfg.dependent,
                    "decoder": cfg.decoder, "num_train": cfg.num_train, "num_val": cfg.num_val,
                    "batch_size": cfg.batch_size, "lr": cfg.lr, "steps_cfg": cfg.num_steps,
-                   "config": dataclasses.asdict(cfg), "record_version": RECORD_VERSION}
+                   "config": dataclasses.asdict(cfg), "record_version": RECORD_VERSION,
+                   "generator_version": slot_data.GENERATOR_VERSION}
             runs = [{"seed": s, "lam": lam} for lam in lams for s in seeds]
             groups.append(sweep.Group(
                 key=key,
@@ -122,38 +123,13 @@ def figure(records, path: Path, title: str) -> None:
 def scatter_figure(records, path: Path, title: str) -> None:
     """SIS against the scale-free contrast share, one point a run, coloured by λ, a panel
     per K (the form of Brady et al.'s figure, with the contrast read in standardized units
-    so that inflating the latents cannot move a point left)."""
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    ok = [r for r in records if not r["failed"]]
-    ks = sorted({r["K"] for r in ok})
-    lams = sorted({r["lam"] for r in ok})
-    overlaps = sorted({r["overlap"] for r in ok})
-    markers = dict(zip(overlaps, "os^Dv<>p*h"))
-    fig, axes = plt.subplots(1, len(ks), figsize=(4.4 * len(ks), 3.8), sharey=True, squeeze=False)
-    for ax, k in zip(axes[0], ks):
-        for ci, lam in enumerate(lams):
-            for ov in overlaps:
-                sel = [r for r in ok if r["K"] == k and r["lam"] == lam and r["overlap"] == ov]
-                if sel:
-                    ax.scatter([r["contrast_share"] for r in sel], [r["sis"] for r in sel], color=f"C{ci}",
-                               marker=markers[ov], alpha=0.8, s=28,
-                               label=f"λ = {lam:g}" if ov == overlaps[0] else None)
-        for ov in overlaps:
-            ax.scatter([], [], color="gray", marker=markers[ov], label=f"overlap {ov:g}")
-        ax.axvline((k - 1) / (2 * k), color="gray", lw=0.8, ls=":")  # every slot on every x_n
-        ax.set_title(f"K = {k}")
-        ax.set_xlabel("contrast share, standardized units")
-        ax.grid(alpha=0.3)
-    axes[0][0].set_ylabel("SIS")
-    axes[0][-1].legend(fontsize=7)
-    fig.suptitle(title, fontsize=9)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    so that inflating the latents cannot move a point left); the dotted line is the
+    share when every slot drives every coordinate equally, (K - 1) / 2K."""
+    report.scatter_panels([r for r in records if not r["failed"]], path, x="contrast_share", y="sis",
+                          panel="K", colour="lam", marker="overlap",
+                          xlabel="contrast share, standardized units", ylabel="SIS", title=title,
+                          panel_fmt="K = {}", colour_fmt="λ = {:g}", marker_fmt="overlap {:g}",
+                          vline=lambda k: (k - 1) / (2 * k))
 
 
 def write_report(records: list[dict], out: Path, header: str) -> str:
@@ -211,7 +187,7 @@ def main(argv=None) -> dict:
         sweep.run_sweep(groups, out, experiment="mechind_overlap", preset=args.preset,
                         chunk_steps=args.chunk_steps or p["chunk"], progress=not args.no_progress,
                         fresh=args.fresh, max_runs_per_call=args.max_runs_per_call)
-    records = [r for r in report.read_jsonl(out / "results.jsonl")
+    records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl"))
                if r["K"] in ks and r["overlap"] in overlaps and r["lam"] in lams and r["seed"] < n_seeds
                and r["steps"] == steps and r["layout"] == args.layout and r["dependent"] == args.dependent
                and r["decoder"] == args.decoder]

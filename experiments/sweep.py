@@ -110,7 +110,7 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
         log(f"[{gi + 1}/{len(groups)}] {_short(g.key)}: {len(records)} runs, compile {res.compile_s:.1f}s, "
             f"train {res.train_s:.1f}s, eval {res.eval_s:.1f}s" + (f", {n_fail} FAILED" if n_fail else ""))
     log(f"sweep finished in {time.perf_counter() - t_sweep:.1f}s; results in {path}")
-    return report.read_jsonl(path)
+    return report.unique_records(report.read_jsonl(path))
 
 
 def seed_keys(seeds, repeat: int = 1):

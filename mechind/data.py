@@ -27,6 +27,8 @@ import numpy as np
 
 from mechind import rng
 
+GENERATOR_VERSION = 1  # bump when a change to this module changes any drawn number
+
 Array = jax.Array
 
 LAYOUTS = ("chain", "shared")

@@ -25,18 +25,35 @@ def xtanh(x, slope: float = 0.1):
 ACTIVATIONS = {"lrelu": leaky, "xtanh": xtanh}
 
 
+INITS = ("lecun", "torch")
+
+
+def _dense(features: int, fan_in: int, init: str) -> nn.Dense:
+    """A dense layer initialised as flax does ("lecun": truncated normal of variance
+    1/fan_in, zero bias) or as PyTorch's ``nn.Linear`` ("torch": weights and biases
+    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), a third of the variance, as the reference code)."""
+    if init == "lecun":
+        return nn.Dense(features)
+    if init != "torch":
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
+    bound = 1.0 / float(fan_in) ** 0.5
+    uniform = lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)  # noqa: E731
+    return nn.Dense(features, kernel_init=uniform, bias_init=uniform)
+
+
 class MLP(nn.Module):
     """``[..., d_in] -> [..., features[-1]]``, a nonlinearity between layers (LeakyReLU by
-    default, or any name of :data:`ACTIVATIONS`), linear output."""
+    default, or any name of :data:`ACTIVATIONS`), linear output; ``init_scheme`` of :data:`INITS`."""
 
     features: Sequence[int]
     activation: str = "lrelu"
+    init_scheme: str = "lecun"  # (a field named ``init`` would hide Module.init)
 
     @nn.compact
     def __call__(self, x):
         act = ACTIVATIONS[self.activation]
         for i, f in enumerate(self.features):
-            x = nn.Dense(f)(x)
+            x = _dense(f, x.shape[-1], self.init_scheme)(x)
             if i < len(self.features) - 1:
                 x = act(x)
         return x
@@ -69,11 +86,12 @@ class AdditiveDecoder(nn.Module):
 
 
 def make_models(obs_dim: int, num_slots: int, slot_dim: int, hidden: Sequence[int] = (80, 80),
-                decoder: str = "mlp") -> tuple[nn.Module, nn.Module]:
-    """Encoder ``d_x -> hidden -> K*s`` and decoder ``K*s -> hidden -> d_x``."""
-    enc = MLP((*hidden, num_slots * slot_dim))
+                decoder: str = "mlp", init: str = "lecun") -> tuple[nn.Module, nn.Module]:
+    """Encoder ``d_x -> hidden -> K*s`` and decoder ``K*s -> hidden -> d_x`` (``init``: see
+    :func:`_dense`; the additive decoder is always lecun-initialised)."""
+    enc = MLP((*hidden, num_slots * slot_dim), init_scheme=init)
     if decoder == "mlp":
-        dec = MLP((*hidden, obs_dim))
+        dec = MLP((*hidden, obs_dim), init_scheme=init)
     elif decoder == "additive":
         dec = AdditiveDecoder(num_slots, slot_dim, tuple(hidden), obs_dim)
     else:

@@ -83,6 +83,7 @@ class SlotConfig:
     latent_norm: str = "batch"
     norm_ref: int = 8_192  # training samples whose statistics standardize latents at evaluation
     lam_warmup: float = 0.0  # fraction of training over which lambda ramps up linearly from 0
+    init: str = "lecun"  # "lecun" (flax) or "torch" (PyTorch nn.Linear, as the reference code)
     contrast_eval_samples: int = 512  # validation samples on which C_comp is reported
 
     def __post_init__(self):
@@ -104,6 +105,7 @@ class SlotConfig:
              f"contrast_eval_samples must be >= 1, got {self.contrast_eval_samples}"),
             (self.latent_norm in LATENT_NORMS, f"latent_norm must be one of {LATENT_NORMS}, got {self.latent_norm!r}"),
             (self.norm_ref >= 2, f"norm_ref must be >= 2, got {self.norm_ref}"),
+            (self.init in models.INITS, f"init must be one of {models.INITS}, got {self.init!r}"),
             (0 <= self.lam_warmup <= 1, f"lam_warmup must lie in [0, 1], got {self.lam_warmup}"),
         ]
         for ok, msg in checks:
@@ -136,7 +138,8 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
         with_contrast = config.lam > 0
     spec = config.spec
     sizes = spec.slot_sizes
-    enc, dec = models.make_models(spec.obs_dim, spec.num_slots, spec.slot_dim, config.hidden, config.decoder)
+    enc, dec = models.make_models(spec.obs_dim, spec.num_slots, spec.slot_dim, config.hidden, config.decoder,
+                                  config.init)
     n_train, n_val = config.num_train, config.num_val
 
     def make_data(key):

@@ -235,7 +235,7 @@ def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float]
     res = runner.run_group(task, keys, train.hparams([lam for lam, _ in runs], [lr] * len(runs)),
                            chunk_steps=min(2000, steps), data=data, progress=False)
     secs = (time.perf_counter() - t) / len(runs)
-    enc, dec = models.make_models(cfg.spec.obs_dim, cfg.num_slots, cfg.slot_dim, cfg.hidden, cfg.decoder)
+    enc, dec = models.make_models(cfg.spec.obs_dim, cfg.num_slots, cfg.slot_dim, cfg.hidden, cfg.decoder, cfg.init)
     out = []
     for i, (lam, s) in enumerate(runs):
         p = jax.tree.map(lambda a: a[i], res.state["params"])
@@ -265,6 +265,14 @@ def summary_table(rows: list[dict]) -> str:
     return report.markdown_table(["data", "implementation", "λ", "seeds", *COLUMNS], body)
 
 
+def figure(rows: list[dict], path: Path) -> None:
+    """SIS against the standardized contrast share, a panel per data set, colour = λ,
+    marker = implementation: where each implementation's runs land."""
+    report.scatter_panels(rows, path, x="contrast_share", y="sis", panel="data", colour="lam", marker="impl",
+                          xlabel="contrast share, standardized units", ylabel="SIS",
+                          panel_fmt="{} data", colour_fmt="λ = {:g}")
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--repo", type=Path, default=None,
@@ -284,8 +292,18 @@ def main(argv=None) -> int:
     ap.add_argument("--skip-ours", action="store_true", help="run the reference only")
     ap.add_argument("--no-reference-eval", action="store_true",
                     help="skip the reference's own final evaluation (27 s of SIS a run on a CPU)")
-    ap.add_argument("--out", type=Path, default=Path("results/bench/slot_reference.json"))
+    ap.add_argument("--out", type=Path, default=Path("results/bench/slot_reference.json"),
+                    help="results: .json, one line a run in .jsonl (kept on interruption), table .md, figure .png")
+    ap.add_argument("--from-jsonl", type=Path, nargs="+", default=None,
+                    help="train nothing: rebuild the table and figure from these .jsonl files")
     args = ap.parse_args(argv)
+    if args.from_jsonl:
+        rows = [r for f in args.from_jsonl for r in report.read_jsonl(f)]
+        md = summary_table(rows)
+        report.write_atomic(args.out.with_suffix(".md"), md)
+        figure(rows, args.out.with_suffix(".png"))
+        print(md)
+        return 0
     if args.repo is None and (not args.skip_reference or "brady" in args.data):
         ap.error("--repo is needed for the reference and for its data generator")
     from mechind import train
@@ -329,8 +347,11 @@ def main(argv=None) -> int:
                         report.append_jsonl(args.out.with_suffix(".jsonl"), [new[-1]])
             rows += new
     args.out.write_text(json.dumps({"steps": args.steps, "rows": rows}, indent=1))
-    print(summary_table(rows))
-    print(f"wrote {args.out}")
+    md = summary_table(rows)
+    report.write_atomic(args.out.with_suffix(".md"), md)
+    figure(rows, args.out.with_suffix(".png"))
+    print(md)
+    print(f"wrote {args.out} (.jsonl, .md, .png)")
     return 0
 
 

@@ -26,6 +26,40 @@ def test_mechind_overlap_end_to_end_and_resume(tmp_path):
     assert len(report.read_jsonl(tmp_path / "results.jsonl")) == 8
     # the table is rebuilt from the JSON lines alone
     mechind_overlap.main(args + ["--report-only"])
+    for f in ("sis_vs_contrast.png",):
+        assert (tmp_path / f).stat().st_size > 0
+    assert all({"contrast_share", "c_comp_std", "latent_scale", "slot_scale"} <= set(r) for r in recs)
+
+    # a crash in the middle of an append leaves a cut last line: the next run warns,
+    # redoes that group's runs and ends with the identical table
+    path = tmp_path / "results.jsonl"
+    lines = path.read_text().splitlines(keepends=True)
+    path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
+    with pytest.warns(UserWarning, match="cut short"):
+        again = mechind_overlap.main(args)
+    tables = lambda md: md[md.index("SIS (mean"):]  # noqa: E731  (the header holds wall times)
+    assert tables(again["markdown"]) == tables(out["markdown"])
+    assert len(report.unique_records(report.read_jsonl(path))) == 8
+
+    # a changed setting outside the old hand-written key (here the latent normalisation's
+    # reference size) is a different group: nothing is reused
+    base = mechind_overlap.build_groups([2], [0.0], [0.0], [0], mechind_overlap.train.SlotConfig(num_steps=30))
+    other = mechind_overlap.build_groups([2], [0.0], [0.0], [0],
+                                         mechind_overlap.train.SlotConfig(num_steps=30, norm_ref=4096))
+    assert base[0].id != other[0].id
+
+
+def test_read_jsonl_raises_on_corruption_inside_the_file(tmp_path):
+    path = tmp_path / "r.jsonl"
+    path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
+    with pytest.raises(ValueError, match="line 2"):
+        report.read_jsonl(path)
+    # and an append after a cut tail starts on its own line
+    path.write_text('{"a": 1}\n{"a": 2')
+    report.append_jsonl(path, [{"a": 3}])
+    assert report.read_jsonl(path) == [{"a": 1}, {"a": 3}]
+    assert report.unique_records([{"run_id": "x", "v": 1}, {"run_id": "y"}, {"run_id": "x", "v": 2}]) == \
+        [{"run_id": "x", "v": 2}, {"run_id": "y"}]
 
 
 def test_bad_cli_values_fail_before_compiling(tmp_path):

@@ -172,3 +172,19 @@ def test_batch_latent_norm_fixes_the_scale_the_contrast_would_inflate():
     # standardized by training statistics, read on 100 held-out points of a 512-sample fit
     np.testing.assert_allclose(normed.metrics["latent_std"], 1.0, atol=0.25)
     assert normed.metrics["contrast_share"][1] < normed.metrics["contrast_share"][0]
+
+
+def test_torch_init_matches_pytorch_linear_statistics():
+    """init="torch": weights and biases U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as nn.Linear."""
+    from mechind import models
+
+    enc, _ = models.make_models(400, 2, 3, hidden=(300,), init="torch")
+    p = enc.init(jax.random.PRNGKey(0), jnp.zeros(400))["params"]
+    w, b = np.asarray(p["Dense_0"]["kernel"]), np.asarray(p["Dense_0"]["bias"])
+    bound = 1 / np.sqrt(400)
+    assert np.abs(w).max() <= bound and np.abs(b).max() <= bound
+    np.testing.assert_allclose(w.std(), bound / np.sqrt(3), rtol=0.02)
+    w2 = np.asarray(p["Dense_1"]["kernel"])  # fan_in 300
+    assert np.abs(w2).max() <= 1 / np.sqrt(300) and np.abs(w2).max() > 0.95 / np.sqrt(300)
+    with pytest.raises(ValueError, match="init"):
+        train.SlotConfig(init="xavier")
