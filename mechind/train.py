@@ -150,7 +150,10 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
         return optax.adam(schedule(hp["lr"], config.num_steps, config.lr_drop))
 
     def init(key, data, hp):
-        params = models.init_autoencoder(jax.random.fold_in(key, 1), enc, dec, spec.obs_dim, spec.latent_dim)
+        k_init = jax.random.fold_in(key, 1)
+        if "restart" in hp:  # restart r > 0: another initialisation on the same data and batches
+            k_init = jnp.where(hp["restart"] > 0, jax.random.fold_in(k_init, hp["restart"]), k_init)
+        params = models.init_autoencoder(k_init, enc, dec, spec.obs_dim, spec.latent_dim)
         return {"params": params, "opt": tx(hp).init(params), "key": rng.to_data(jax.random.fold_in(key, 2))}
 
     def latents(params, x, ref=None):
@@ -183,11 +186,18 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
         ss_tot = jnp.sum((x - x.mean(0)) ** 2)
         m = min(config.contrast_eval_samples, n_val)
         decode = lambda z: dec.apply({"params": p["dec"]}, z)  # noqa: E731
+        # the training objective on a fixed training subset: what restarts are selected by
+        # (it sees no latent truth and no validation data)
+        x_ref = data["x_train"][:min(config.norm_ref, n_train)]
+        z_ref = latents(p, x_ref, x_ref)
+        objective = losses.mse(x_ref, dec.apply({"params": p["dec"]}, z_ref)) + hp["lam"] * \
+            losses.decoder_contrast(decode, z_ref[:m], sizes)
         return {
             "sis_r2": metrics.sis_r2_matrix(data["z_val"], z_hat.reshape(n_val, spec.num_slots, spec.slot_dim),
                                             fit_frac=config.sis_fit_frac),
             "recon_r2": 1.0 - ss_res / ss_tot,
             "val_mse": losses.mse(x, x_hat),
+            "objective": objective,
             **contrast_diagnostics(decode, z_hat, x, sizes, m),
         }
 
@@ -218,9 +228,30 @@ def contrast_diagnostics(decode, z_hat: Array, x: Array, slot_sizes, num_points:
             "latent_std": z_std}
 
 
-def hparams(lams: Sequence[float], lrs: Sequence[float]) -> dict:
-    """Per-run hyper-parameters as arrays with a leading run axis."""
-    return {"lam": jnp.asarray(lams, jnp.float32), "lr": jnp.asarray(lrs, jnp.float32)}
+def hparams(lams: Sequence[float], lrs: Sequence[float], restarts: Sequence[int] | None = None) -> dict:
+    """Per-run hyper-parameters as arrays with a leading run axis; ``restarts`` (default all
+    0) index further initialisations of a seed on the same data."""
+    hp = {"lam": jnp.asarray(lams, jnp.float32), "lr": jnp.asarray(lrs, jnp.float32)}
+    if restarts is not None:
+        hp["restart"] = jnp.asarray(restarts, jnp.int32)
+    return hp
+
+
+def select_restarts(records: Sequence[dict], group_keys: Sequence[str], key: str = "objective") -> list[dict]:
+    """Of the records that differ only in ``restart``, the one with the lowest training
+    objective (``key``); records without a ``restart`` field pass through. ``group_keys``
+    name what identifies a run apart from its restart (e.g. K, overlap, lam, seed).
+    Failed runs are chosen only if every restart failed."""
+    best: dict = {}
+    for r in records:
+        if "restart" not in r:
+            best[("__row", id(r))] = r
+            continue
+        g = tuple(r[k] for k in group_keys)
+        score = (r.get("failed", False), r[key] if r.get(key) is not None else float("inf"))
+        if g not in best or score < best[g][0]:
+            best[g] = (score, r)
+    return [v if isinstance(v, dict) else v[1] for v in best.values()]
 
 
 def train(key: Array, config: SlotConfig) -> tuple[dict, dict]:

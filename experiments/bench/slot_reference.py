@@ -214,9 +214,9 @@ def run_reference(tree: Path, x: np.ndarray, z: np.ndarray, seed: int, lam: floa
 
 
 def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float], steps: int, lr: float,
-             **overrides) -> list[dict]:
-    """``mechind`` training on the given arrays, every (lambda, seed) in one vmapped group;
-    ``overrides`` are :class:`mechind.train.SlotConfig` fields."""
+             restarts: int = 1, **overrides) -> list[dict]:
+    """``mechind`` training on the given arrays, every (lambda, seed, restart) in one vmapped
+    group; ``overrides`` are :class:`mechind.train.SlotConfig` fields."""
     import jax
     import jax.numpy as jnp
 
@@ -226,24 +226,26 @@ def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float]
     cfg = train.SlotConfig(num_slots=zs.shape[2], num_train=n_train, num_val=xs.shape[1] - n_train,
                            num_steps=steps, lr=lr, lam=max(lams), **overrides)
     task = train.make_task(cfg, with_contrast=any(lam > 0 for lam in lams))
-    runs = [(lam, s) for lam in lams for s in seeds]
-    idx = [seeds.index(s) for _, s in runs]
+    runs = [(lam, s, r) for lam in lams for s in seeds for r in range(restarts)]
+    idx = [seeds.index(s) for _, s, _ in runs]
     data = {"x_train": jnp.asarray(xs[idx, :n_train]), "x_val": jnp.asarray(xs[idx, n_train:]),
             "z_val": jnp.asarray(zs[idx, n_train:])}
-    keys = rng.seed_keys([s for _, s in runs])
+    keys = rng.seed_keys([s for _, s, _ in runs])
     t = time.perf_counter()
-    res = runner.run_group(task, keys, train.hparams([lam for lam, _ in runs], [lr] * len(runs)),
+    res = runner.run_group(task, keys, train.hparams([lam for lam, _, _ in runs], [lr] * len(runs),
+                                                     [r for _, _, r in runs]),
                            chunk_steps=min(2000, steps), data=data, progress=False)
     secs = (time.perf_counter() - t) / len(runs)
     enc, dec = models.make_models(cfg.spec.obs_dim, cfg.num_slots, cfg.slot_dim, cfg.hidden, cfg.decoder, cfg.init)
     out = []
-    for i, (lam, s) in enumerate(runs):
+    for i, (lam, s, rs) in enumerate(runs):
         p = jax.tree.map(lambda a: a[i], res.state["params"])
         ref = data["x_train"][i, :cfg.norm_ref]
         encode = lambda a, p=p, ref=ref: np.asarray(train.encode(cfg, enc, p, jnp.asarray(a), ref))  # noqa: E731
         decode = lambda zz, p=p: dec.apply({"params": p["dec"]}, zz)  # noqa: E731
         d = diagnostics(encode, decode, xs[idx[i], n_train:], zs[idx[i], n_train:])
-        out.append({"lam": lam, "seed": s, "seconds": secs, "failed": bool(res.failed[i]), **d})
+        out.append({"lam": lam, "seed": s, "restart": rs, "objective": float(res.metrics["objective"][i]),
+                    "seconds": secs, "failed": bool(res.failed[i]), **d})
     return out
 
 
@@ -251,7 +253,11 @@ COLUMNS = ("sis", "contrast_share", "c_comp", "latent_scale", "recon_r2")
 
 
 def summary_table(rows: list[dict]) -> str:
-    """Markdown: mean (min–max) over seeds per data x implementation x lambda."""
+    """Markdown: mean (min–max) over seeds per data x implementation x lambda (of runs with
+    restarts, the one with the lowest training objective)."""
+    from mechind import train
+
+    rows = train.select_restarts(rows, ("data", "impl", "lam", "seed"))
     groups: dict = {}
     for r in rows:
         groups.setdefault((r["data"], r["impl"], r["lam"]), []).append(r)
@@ -288,6 +294,9 @@ def main(argv=None) -> int:
     ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
                     help="SlotConfig fields for ours, e.g. --set latent_norm=batch lam_warmup=0.25 "
                          "(values parsed as JSON, else kept as text)")
+    ap.add_argument("--restarts", type=int, default=1,
+                    help="our initialisations per (seed, λ) on the same data; tables keep the one with "
+                         "the lowest training objective (the .jsonl keeps all)")
     ap.add_argument("--skip-reference", action="store_true", help="run ours only")
     ap.add_argument("--skip-ours", action="store_true", help="run the reference only")
     ap.add_argument("--no-reference-eval", action="store_true",
@@ -322,7 +331,8 @@ def main(argv=None) -> int:
         train.SlotConfig(**overrides)
     except (TypeError, ValueError) as e:
         ap.error(str(e))
-    impl = "mechind" + "".join(f" {k}={v}" for k, v in overrides.items())
+    impl = "mechind" + "".join(f" {k}={v}" for k, v in overrides.items()) \
+        + (f" best of {args.restarts}" if args.restarts > 1 else "")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -332,7 +342,7 @@ def main(argv=None) -> int:
             xs, zs = np.stack([a[0] for a in arrays]), np.stack([a[1] for a in arrays])
             new = []
             if not args.skip_ours:
-                for r in run_ours(xs, zs, args.seeds, args.lams, args.steps, lr_ours, **overrides):
+                for r in run_ours(xs, zs, args.seeds, args.lams, args.steps, lr_ours, args.restarts, **overrides):
                     new.append({"data": dname, "impl": impl, "lr": lr_ours, "steps": args.steps, **r})
                     print(json.dumps(new[-1]), flush=True)
                     report.append_jsonl(args.out.with_suffix(".jsonl"), [new[-1]])

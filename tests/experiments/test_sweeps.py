@@ -49,6 +49,18 @@ def test_mechind_overlap_end_to_end_and_resume(tmp_path):
     assert base[0].id != other[0].id
 
 
+def test_mechind_overlap_restarts_train_all_and_report_the_best(tmp_path):
+    args = ["--preset", "quick", "--ks", "2", "--overlaps", "0", "--lams", "1", "--seeds", "2", "--restarts", "2",
+            "--steps", "30", "--no-progress", "--out", str(tmp_path)]
+    out = mechind_overlap.main(args)
+    recs = report.read_jsonl(tmp_path / "results.jsonl")
+    assert sorted((r["seed"], r["restart"]) for r in recs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
+    assert len(out["records"]) == 2 and "Best of 2 initialisations" in out["markdown"]
+    for chosen in out["records"]:
+        same = [r for r in recs if r["seed"] == chosen["seed"]]
+        assert chosen["objective"] == min(r["objective"] for r in same)
+
+
 def test_read_jsonl_raises_on_corruption_inside_the_file(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')

@@ -188,3 +188,19 @@ def test_torch_init_matches_pytorch_linear_statistics():
     assert np.abs(w2).max() <= 1 / np.sqrt(300) and np.abs(w2).max() > 0.95 / np.sqrt(300)
     with pytest.raises(ValueError, match="init"):
         train.SlotConfig(init="xavier")
+
+
+def test_restarts_share_data_and_batches_and_selection_takes_the_lowest_objective():
+    task = train.make_task(SMALL, with_contrast=True)
+    res = runner.run_group(task, rng.seed_keys([0, 0, 0]), train.hparams([1.0] * 3, [SMALL.lr] * 3, [0, 1, 2]),
+                           progress=False)
+    plain = _group(SMALL, [0], [1.0])
+    # restart 0 is the plain run; restarts 1, 2 start elsewhere on the same data
+    np.testing.assert_allclose(res.final_loss[0], plain.final_loss[0], rtol=1e-5)
+    assert len(set(np.round(res.final_loss, 6))) == 3
+    np.testing.assert_array_equal(res.metrics["objective"] > 0, True)
+    recs = [{"seed": 0, "lam": 1.0, "restart": r, "objective": o, "failed": f, "sis": r}
+            for r, o, f in ((0, 0.3, False), (1, 0.1, False), (2, 0.05, True))]
+    recs.append({"seed": 1, "lam": 1.0, "restart": 0, "objective": 0.9, "failed": False, "sis": 9})
+    best = train.select_restarts(recs, ("seed", "lam"))
+    assert [r["sis"] for r in best] == [1, 9]  # the failed run is not chosen despite its objective
