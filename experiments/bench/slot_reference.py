@@ -276,7 +276,7 @@ def figure(rows: list[dict], path: Path) -> None:
     marker = implementation: where each implementation's runs land."""
     report.scatter_panels(rows, path, x="contrast_share", y="sis", panel="data", colour="lam", marker="impl",
                           xlabel="contrast share, standardized units", ylabel="SIS",
-                          panel_fmt="{} data", colour_fmt="λ = {:g}")
+                          panel_fmt="data: {}", colour_fmt="λ = {:g}")
 
 
 def main(argv=None) -> int:

@@ -164,9 +164,9 @@ def test_standardize_and_lambda_ramp_known_values():
 def test_batch_latent_norm_fixes_the_scale_the_contrast_would_inflate():
     """Raw: lambda inflates the latents; with latent_norm="batch" they stay standardized,
     and the raw and standardized contrasts then agree up to the x units."""
-    cfg = SMALL.replace(num_steps=1500, lr=3e-3)
-    raw = _group(cfg.replace(latent_norm="none"), [0, 0], [0.0, 1.0], chunk_steps=1500)
-    normed = _group(cfg.replace(latent_norm="batch"), [0, 0], [0.0, 1.0], chunk_steps=1500)
+    cfg = SMALL.replace(num_steps=600, lr=5e-3)
+    raw = _group(cfg.replace(latent_norm="none"), [0, 0], [0.0, 1.0], chunk_steps=600)
+    normed = _group(cfg.replace(latent_norm="batch"), [0, 0], [0.0, 1.0], chunk_steps=600)
     scale_raw = raw.metrics["latent_std"].mean(1)
     assert scale_raw[1] > 2 * scale_raw[0]  # the loophole, measured
     # standardized by training statistics, read on 100 held-out points of a 512-sample fit
