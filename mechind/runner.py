@@ -73,7 +73,7 @@ def make_train(task: Task) -> Callable[[Array, PyTree], tuple[PyTree, dict]]:
     def train(key, hparams):
         data = task.make_data(key)
         state = task.init(key, data, hparams)
-        state, losses = _scan(task, state, data, hparams, jnp.int32(0), task.num_steps)
+        state, losses = scan_steps(task, state, data, hparams, jnp.int32(0), task.num_steps)
         metrics = dict(task.evaluate(state, data, hparams))
         metrics["final_loss"] = losses[-1]
         metrics["failed"] = ~jnp.all(jnp.isfinite(losses))
@@ -82,7 +82,11 @@ def make_train(task: Task) -> Callable[[Array, PyTree], tuple[PyTree, dict]]:
     return train
 
 
-def _scan(task, state, data, hparams, start, length):
+def scan_steps(task: Task, state: PyTree, data: PyTree, hparams: PyTree, start: Array,
+               length: int) -> tuple[PyTree, Array]:
+    """``length`` training steps of one run from step ``start`` as one ``lax.scan``:
+    ``(state, losses [length])``. The unit the runner compiles (under ``vmap``) and the
+    benchmarks time."""
     def body(carry, i):
         return task.step(carry, data, hparams, start + i)
 
@@ -225,21 +229,25 @@ def run_group(
     """
     keys = jnp.asarray(keys)
     r = keys.shape[0]
-    if max_runs_per_call is None:
-        max_runs_per_call = auto_runs_per_call(task, keys, hparams)
-    if max_runs_per_call < r:
-        parts = []
-        for lo in range(0, r, max_runs_per_call):
-            sl = lambda a, lo=lo: a[lo:lo + max_runs_per_call]  # noqa: E731
-            sub_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"slice{lo}"
-            parts.append(run_group(task, sl(keys), jax.tree.map(sl, hparams), chunk_steps=chunk_steps,
-                                   checkpoint_dir=sub_dir, progress=progress, shard=shard,
-                                   max_chunks=max_chunks, max_runs_per_call=max_runs_per_call,
-                                   data=None if data is None else jax.tree.map(sl, data)))
-        return _concat_results(parts)
     if chunk_steps < 1:
         raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
+    if max_runs_per_call is None:
+        max_runs_per_call = auto_runs_per_call(task, keys, hparams)
+    if max_runs_per_call >= r:
+        return _run_call(task, keys, hparams, chunk_steps, checkpoint_dir, progress, shard, max_chunks, data)
+    parts = []
+    for lo in range(0, r, max_runs_per_call):  # consecutive slices, each the whole schedule
+        sl = lambda a, lo=lo: a[lo:lo + max_runs_per_call]  # noqa: E731
+        sub_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"slice{lo}"
+        parts.append(_run_call(task, sl(keys), jax.tree.map(sl, hparams), chunk_steps, sub_dir, progress, shard,
+                               max_chunks, None if data is None else jax.tree.map(sl, data)))
+    return _concat_results(parts)
 
+
+def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkpoint_dir, progress: bool,
+              shard: bool, max_chunks: int | None, data: PyTree | None) -> GroupResult:
+    """All of ``keys``' runs as one compiled, vmapped program (see :func:`run_group`)."""
+    r = keys.shape[0]
     t0 = time.perf_counter()
     n_dev = jax.local_device_count() if shard else 1
     total = int(math.ceil(r / n_dev) * n_dev)
@@ -266,7 +274,7 @@ def run_group(
     def chunk_fn(length: int):
         if length not in chunk_fns:
             def run_chunk(c, data, hp, step0):
-                st, losses = jax.vmap(lambda s, d, h: _scan(task, s, d, h, step0, length))(
+                st, losses = jax.vmap(lambda s, d, h: scan_steps(task, s, d, h, step0, length))(
                     c["state"], data, hp)
                 bad = ~jnp.all(jnp.isfinite(losses), axis=1)
                 failed_at = jnp.where((c["failed_at"] < 0) & bad, step0 + length, c["failed_at"])

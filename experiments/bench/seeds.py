@@ -37,7 +37,7 @@ def time_runs(k: int, s: int, steps: int, repeats: int, lam: float = 1.0) -> flo
     hp = train.hparams([lam] * s, [cfg.lr] * s)
     data = jax.jit(jax.vmap(task.make_data))(keys)
     state = jax.jit(jax.vmap(task.init))(keys, data, hp)
-    fn = jax.jit(jax.vmap(lambda st, d, h: runner._scan(task, st, d, h, jnp.int32(0), steps)))
+    fn = jax.jit(jax.vmap(lambda st, d, h: runner.scan_steps(task, st, d, h, jnp.int32(0), steps)))
     common.block(fn(state, data, hp))
     return common.median_time(lambda: common.block(fn(state, data, hp)), repeats)["median_s"]
 

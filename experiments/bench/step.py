@@ -32,7 +32,7 @@ def step_times(k: int, scan_steps: int, torch_steps: int, repeats: int) -> list[
         hp = {"lam": jnp.float32(lam), "lr": jnp.float32(cfg.lr)}
         data = jax.jit(task.make_data)(key)
         state = jax.jit(task.init)(key, data, hp)
-        scan = jax.jit(lambda s: runner._scan(task, s, data, hp, jnp.int32(0), scan_steps))
+        scan = jax.jit(lambda s: runner.scan_steps(task, s, data, hp, jnp.int32(0), scan_steps))
         common.block(scan(state))  # compile
         tj = common.median_time(lambda: common.block(scan(state)), repeats)
         ref = torch_reference.Reference(cfg.spec.obs_dim, k, lam=lam, num_steps=torch_steps)
