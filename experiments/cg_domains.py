@@ -20,7 +20,6 @@ import dataclasses
 import time
 from pathlib import Path
 
-import numpy as np
 
 from cg import data as cg_data, losses, models, train as cg_train
 from experiments import sweep

@@ -27,7 +27,7 @@ import jax
 import numpy as np
 
 from experiments import sweep
-from mechind import criteria, data as slot_data, metrics, report, train
+from mechind import criteria, data as slot_data, report, train
 
 # bump when a record gains or changes a field, so older results are not mixed in
 RECORD_VERSION = 2
@@ -62,21 +62,9 @@ def build_groups(ks, lams, overlaps, seeds, base: train.SlotConfig, restarts: in
                 keys=sweep.seed_keys([r["seed"] for r in runs]),
                 hparams=train.hparams([r["lam"] for r in runs], [cfg.lr] * len(runs), [r["restart"] for r in runs]),
                 runs=runs,
-                finish=finish_record,
+                finish=train.finish,
             ))
     return groups
-
-
-def finish_record(m: dict) -> dict:
-    """Host-side metrics of one run: SIS, its R² matrix, reconstruction, the contrast in
-    raw and standardized units, and the latent scale (per slot: mean std of its latents)."""
-    z_std = np.asarray(m["latent_std"], float)
-    k = len(m["sis_r2"])
-    return {"sis": metrics.sis_from_r2(m["sis_r2"]), "sis_r2": np.asarray(m["sis_r2"]).tolist(),
-            "recon_r2": float(m["recon_r2"]), "c_comp": float(m["c_comp"]),
-            "c_comp_std": float(m["c_comp_std"]), "contrast_share": float(m["contrast_share"]),
-            "slot_scale": z_std.reshape(k, -1).mean(1).tolist(), "latent_scale": float(z_std.mean()),
-            "val_mse": float(m["val_mse"]), "objective": float(m["objective"])}
 
 
 def generator_criteria(ks, overlaps, base: train.SlotConfig, points: int = 64) -> str:

@@ -17,6 +17,7 @@ from typing import Sequence
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from mechind import data as slot_data
@@ -254,6 +255,20 @@ def select_restarts(records: Sequence[dict], group_keys: Sequence[str], key: str
     return [v if isinstance(v, dict) else v[1] for v in best.values()]
 
 
+def finish(m: dict) -> dict:
+    """Host-side metrics of one run from :func:`make_task`'s evaluation (one run, no run
+    axis): SIS and its R² matrix, reconstruction, the contrast raw and standardized, the
+    contrast share, the latent scale (overall and per slot: mean std of its latents) and
+    the training objective. Shared by :func:`train` and the sweeps."""
+    z_std = np.asarray(m["latent_std"], float)
+    k = len(m["sis_r2"])
+    return {"sis": metrics.sis_from_r2(m["sis_r2"]), "sis_r2": np.asarray(m["sis_r2"]).tolist(),
+            "recon_r2": float(m["recon_r2"]), "c_comp": float(m["c_comp"]),
+            "c_comp_std": float(m["c_comp_std"]), "contrast_share": float(m["contrast_share"]),
+            "slot_scale": z_std.reshape(k, -1).mean(1).tolist(), "latent_scale": float(z_std.mean()),
+            "val_mse": float(m["val_mse"]), "objective": float(m["objective"])}
+
+
 def train(key: Array, config: SlotConfig) -> tuple[dict, dict]:
     """One run as a pure function: ``(state, metrics)``; metrics include ``sis``.
 
@@ -262,6 +277,4 @@ def train(key: Array, config: SlotConfig) -> tuple[dict, dict]:
     task = make_task(config)
     state, m = jax.jit(runner.make_train(task))(key, {"lam": jnp.float32(config.lam),
                                                       "lr": jnp.float32(config.lr)})
-    m = dict(m)
-    m["sis"] = metrics.sis_from_r2(m["sis_r2"])
-    return state, m
+    return state, {**m, **finish(m)}

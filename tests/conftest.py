@@ -1,6 +1,5 @@
 """Shared test helpers."""
 
-import os
 import sys
 from pathlib import Path
 

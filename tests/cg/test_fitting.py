@@ -1,6 +1,5 @@
 """cg.fit on user arrays: bad input, a case with a known answer, the preprocessing, the CLI."""
 
-import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest

@@ -1,4 +1,3 @@
-import numpy as np
 import pytest
 
 from cg import ivae_data
