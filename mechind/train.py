@@ -243,16 +243,13 @@ def select_restarts(records: Sequence[dict], group_keys: Sequence[str], key: str
     objective (``key``); records without a ``restart`` field pass through. ``group_keys``
     name what identifies a run apart from its restart (e.g. K, overlap, lam, seed).
     Failed runs are chosen only if every restart failed."""
-    best: dict = {}
-    for r in records:
-        if "restart" not in r:
-            best[("__row", id(r))] = r
-            continue
-        g = tuple(r[k] for k in group_keys)
-        score = (r.get("failed", False), r[key] if r.get(key) is not None else float("inf"))
+    best: dict = {}  # group (or a unique marker for a record without restarts) -> (score, record)
+    for i, r in enumerate(records):
+        g = tuple(r[k] for k in group_keys) if "restart" in r else ("__single", i)
+        score = (bool(r.get("failed", False)), r[key] if r.get(key) is not None else float("inf"))
         if g not in best or score < best[g][0]:
             best[g] = (score, r)
-    return [v if isinstance(v, dict) else v[1] for v in best.values()]
+    return [r for _, r in best.values()]
 
 
 def finish(m: dict) -> dict:
