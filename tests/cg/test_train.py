@@ -13,8 +13,9 @@ def _hp(alphas, betas, domains):
     return cg_train.hparams(alphas, betas, [1e-3] * len(alphas), domains)
 
 
-# the standard prior is also trained by tests/cg/test_fitting.py (beta_vae); its run here is slow-only
-@pytest.mark.parametrize("prior", [pytest.param(p, marks=pytest.mark.slow) if p == "standard" else p
+# the standard and Gaussian priors are also trained by tests/cg/test_fitting.py (beta_vae, ivae);
+# their runs here are slow-only
+@pytest.mark.parametrize("prior", [pytest.param(p, marks=pytest.mark.slow) if p in ("standard", "gaussian") else p
                                    for p in models.PRIORS])
 def test_every_prior_trains_and_is_deterministic(prior):
     cfg = SMALL.replace(prior=prior, sparse=prior == "flow")

@@ -5,6 +5,7 @@ from experiments import ivae_segments
 from mechind import metrics, report
 
 
+@pytest.mark.slow  # 18 s; whole-config keys and resume are also tested on mechind_overlap (test_sweeps)
 def test_end_to_end_resume_and_a_changed_setting_is_not_reused(tmp_path):
     args = ["--segments", "2", "3", "--methods", "ivae", "--seeds", "2", "--steps", "40", "--chunk-steps", "20",
             "--no-progress", "--out", str(tmp_path)]

@@ -48,6 +48,7 @@ def test_mechind_overlap_end_to_end_and_resume(tmp_path):
     assert base[0].id != other[0].id
 
 
+@pytest.mark.slow  # restart keys and selection are unit-tested in tests/mechind/test_train.py
 def test_mechind_overlap_restarts_train_all_and_report_the_best(tmp_path):
     args = ["--preset", "quick", "--ks", "2", "--overlaps", "0", "--lams", "1", "--seeds", "2", "--restarts", "2",
             "--steps", "30", "--no-progress", "--out", str(tmp_path)]
