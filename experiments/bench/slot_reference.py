@@ -43,6 +43,7 @@ import argparse
 import contextlib
 import io
 import json
+import os
 import random
 import sys
 import tempfile
@@ -193,7 +194,6 @@ def run_reference(tree: Path, x: np.ndarray, z: np.ndarray, seed: int, lam: floa
     random.seed(seed)  # its seed is random.randint(0, 10000)
     t = time.perf_counter()
     try:
-        import os
         os.chdir(work)  # it saves a state dict every 3,000 steps under ./logs
         with contextlib.redirect_stdout(io.StringIO()):
             tm.train_model(reference_args(lam, steps, lr, num_slots=z.shape[1], nobs=len(x)))
