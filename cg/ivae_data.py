@@ -82,13 +82,16 @@ def draw_conditioned(rng: np.random.Generator, d_in: int, d_out: int, mask: np.n
 
 
 def random_support(rng: np.random.Generator, obs_dim: int, latent_dim: int, density: float) -> np.ndarray:
-    """bool ``[d_x, n]``: the diagonal plus off-diagonal entries at random, ``round(density
-    d_x n)`` entries in all (at least the diagonal)."""
-    n_edges = int(np.clip(round(density * obs_dim * latent_dim), latent_dim, obs_dim * latent_dim))
+    """bool ``[d_x, n]``: the diagonal, one entry at random in each further row (d_x > n: an
+    observed coordinate that depends on no latent would be constant), then entries at
+    random up to ``round(density d_x n)`` in all."""
+    n_edges = int(np.clip(round(density * obs_dim * latent_dim), obs_dim, obs_dim * latent_dim))
     s = np.zeros((obs_dim, latent_dim), bool)
     s[np.arange(latent_dim), np.arange(latent_dim)] = True
+    if obs_dim > latent_dim:  # (draws nothing extra when d_x == n: those datasets are unchanged)
+        s[np.arange(latent_dim, obs_dim), rng.integers(0, latent_dim, obs_dim - latent_dim)] = True
     off = np.flatnonzero(~s)
-    s.flat[rng.choice(off, n_edges - latent_dim, replace=False)] = True
+    s.flat[rng.choice(off, n_edges - s.sum(), replace=False)] = True
     return s
 
 
@@ -136,6 +139,18 @@ class IVAEData:
         """The mixing ``[..., n] -> [..., d_x]`` (numpy)."""
         return mlp_mix(self.weights, s, self.activation)
 
+    def jacobian(self, s: np.ndarray) -> np.ndarray:
+        """``dx/ds`` at ``s [B, n]``: ``[B, d_x, n]`` (numpy, float64)."""
+        return mlp_jacobian(self.weights, s, self.activation)
+
+    def standardized_l1(self, rows: np.ndarray) -> float:
+        """``mean_b ||diag(1/sd(x)) J(s_b) diag(sd(s))||_1`` over ``rows`` of the dataset: the
+        true mixing's L1 in the units of :func:`cg.losses.sparse_mixing_penalty`
+        (standardized), with x z-scored, so a learned decoder's can be divided by it."""
+        s = np.asarray(self.s, np.float64)[rows]
+        jac = self.jacobian(s) / np.asarray(self.x, np.float64).std(0)[None, :, None] * s.std(0)[None, None, :]
+        return float(np.mean(np.sum(np.abs(jac), axis=(1, 2))))
+
     @property
     def structural_sparsity(self) -> np.ndarray:
         return structural_sparsity(self.support)
@@ -154,6 +169,33 @@ def mlp_mix(weights, s: np.ndarray, act: str) -> np.ndarray:
         if i < len(weights) - 1:
             h = f(h)
     return h
+
+
+def activation_slope(name: str):
+    """The derivative of :func:`activation` (numpy); leaky ReLU's at 0 is taken as 1."""
+    if name == "xtanh":
+        return lambda x: 1.0 - np.tanh(x) ** 2 + SLOPE
+    if name == "lrelu":
+        return lambda x: np.where(x >= 0, 1.0, SLOPE)
+    if name == "none":
+        return lambda x: np.ones_like(x)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def mlp_jacobian(weights, s: np.ndarray, act: str) -> np.ndarray:
+    """Jacobian of :func:`mlp_mix` at ``s [B, n]``: ``[B, d_x, n]`` (chain rule, float64)."""
+    df = activation_slope(act)
+    f = activation(act)
+    h = np.asarray(s, np.float64)
+    jac = np.broadcast_to(np.eye(h.shape[-1]), (*h.shape[:-1], h.shape[-1], h.shape[-1]))
+    for i, a in enumerate(weights):
+        a = np.asarray(a, np.float64)
+        pre = h @ a
+        jac = np.einsum("io,...in->...on", a, jac)  # d(pre)/ds
+        if i < len(weights) - 1:
+            jac = df(pre)[..., :, None] * jac
+            h = f(pre)
+    return jac
 
 
 def generate(seed: int, num_segments: int = 40, per_segment: int = 1_000, latent_dim: int = 5,

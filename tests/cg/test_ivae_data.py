@@ -72,3 +72,27 @@ def test_structural_sparsity_on_hand_built_supports():
 def test_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         ivae_data.generate(0, **{"cond_draws": 100, **kw})
+
+
+@pytest.mark.parametrize("act, density", [("xtanh", 1.0), ("lrelu", 1.0), ("none", 1.0), ("xtanh", 0.4)])
+def test_mixing_jacobian_matches_central_differences(act, density):
+    d = ivae_data.generate(1, num_segments=2, per_segment=60, latent_dim=4, obs_dim=6, act=act, density=density,
+                           cond_draws=200, dtype=np.float64)
+    s = d.s[:9]
+    h = 1e-6
+    fd = np.stack([(d.mix(s + h * e) - d.mix(s - h * e)) / (2 * h) for e in np.eye(4)], -1)
+    jac = d.jacobian(s)
+    assert jac.shape == (9, 6, 4)
+    np.testing.assert_allclose(jac, fd, atol=1e-7)
+    # the standardized L1, by hand from the finite differences: x z-scored over the dataset,
+    # each latent in units of its std over the rows
+    by_hand = np.mean(np.sum(np.abs(fd / d.x.std(0)[None, :, None] * s.std(0)[None, None, :]), axis=(1, 2)))
+    np.testing.assert_allclose(d.standardized_l1(np.arange(9)), by_hand, rtol=1e-6)
+
+
+def test_sparse_variant_with_more_observations_than_latents_has_no_constant_coordinate():
+    d = ivae_data.generate(0, num_segments=2, per_segment=100, latent_dim=3, obs_dim=5, density=0.3, cond_draws=200)
+    assert d.support.any(1).all() and np.diag(d.support[:3]).all()
+    assert np.all(d.x.std(0) > 0) and np.isfinite(d.x).all()
+    a = ivae_data.random_support(np.random.default_rng(5), 4, 4, 0.5)
+    assert a.sum() == 8 and np.diag(a).all()
