@@ -15,7 +15,9 @@ from __future__ import annotations
 import dataclasses
 import math
 import os
+import shutil
 import time
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -193,6 +195,26 @@ class _Checkpointer:
         self.mngr.close()
 
 
+def _resume(directory: str | Path, like: PyTree) -> tuple[_Checkpointer, int, PyTree | None]:
+    """``(checkpointer, step, restored carry or None)`` of a group's checkpoint folder.
+
+    A folder orbax cannot read (a crash while writing, a disk error, a checkpoint of a
+    different state layout) is reported in one line and discarded: the group starts again
+    from step 0, which gives the same numbers as an uninterrupted run."""
+    try:
+        ckpt = _Checkpointer(directory)
+        step = ckpt.latest()
+        if step is None:
+            return ckpt, 0, None
+        return ckpt, int(step), ckpt.restore(int(step), like)
+    except Exception as e:  # noqa: BLE001 (orbax raises many types for a damaged folder)
+        msg = " ".join(str(e).split())[:200]
+        warnings.warn(f"checkpoint folder {directory} is unreadable ({type(e).__name__}: {msg}); "
+                      "discarding it and training this group from step 0", RuntimeWarning, stacklevel=3)
+        shutil.rmtree(directory, ignore_errors=True)
+        return _Checkpointer(directory), 0, None
+
+
 def run_group(
     task: Task,
     keys: Array,
@@ -262,11 +284,10 @@ def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkp
     carry = place({"state": state, "failed_at": jnp.full((total,), -1, jnp.int32),
                    "last_loss": jnp.zeros((total,), jnp.float32)})
 
-    ckpt = _Checkpointer(checkpoint_dir) if checkpoint_dir is not None else None
-    start = 0
-    if ckpt is not None and ckpt.latest() is not None:
-        start = int(ckpt.latest())
-        carry = ckpt.restore(start, carry)
+    ckpt, start = None, 0
+    if checkpoint_dir is not None:
+        ckpt, start, restored = _resume(checkpoint_dir, carry)
+        carry = carry if restored is None else restored
     resumed_from = start
 
     chunk_fns: dict[int, Callable] = {}
