@@ -14,7 +14,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from cg import flows
+from cg import flows, losses
 from mechind.models import ACTIVATIONS as MLP_ACTIVATIONS, MLP
 
 Array = jax.Array
@@ -66,8 +66,7 @@ def prior_log_prob(prior: str, params: dict, z: Array, u: Array, flow_hidden: in
             from cg.data import check_domains
 
             check_domains(u, params["mu"].shape[0])
-        mu, log_var = params["mu"][u], params["log_var"][u]
-        return jnp.sum(-0.5 * ((z - mu) ** 2 / jnp.exp(log_var) + log_var + jnp.log(2 * jnp.pi)), -1)
+        return losses.gaussian_log_prob(z, params["mu"][u], params["log_var"][u])
     if prior == "standard":
         return jnp.sum(flows.std_normal_log_prob(z), -1)
     raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
