@@ -30,8 +30,7 @@ from experiments import sweep
 from mechind import metrics, report, rng
 
 PRESETS = {
-    # CPU, about 25 minutes: cg.fit's defaults but a third of its 60k steps (the 40-segment
-    # iVAE check at full length is `--segments 40 --methods ivae --steps 60000`)
+    # CPU, about 30 minutes: cg.fit's defaults in full, iVAE and CG-VAE, 5 seeds
     "quick": dict(segments=(2, 5, 10, 20, 40), seeds=5, steps=20_000, methods=("ivae", "cg_vae"),
                   latent_dim=5, per_segment=1_000, act="xtanh", density=1.0, chunk=5_000),
     # cg.fit's defaults in full, every method, 10 seeds (meant for a GPU)

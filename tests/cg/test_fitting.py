@@ -137,3 +137,24 @@ def test_sparse_methods_switch_the_penalty_on_after_half_the_steps():
     assert fitting.make_config("cg_vae", 2, 500, 3, num_steps=100).sparse_warmup == 50
     assert fitting.make_config("cg_vae", 2, 500, 3, num_steps=100, sparse_warmup=0).sparse_warmup == 0
     assert fitting.make_config("ivae", 2, 500, 3).sparse_warmup == 0
+
+
+def test_prepare_sizes_the_domain_table_and_takes_per_run_weights():
+    d = _linear_data(4, 3, 200, 3)
+    p = fitting.prepare(d.x[None], d.u[None], method="cg_vae", latent_dim=3, num_domains=7)
+    assert p.num_domains == 7 and p.config.max_domains == 7
+    with pytest.raises(ValueError, match="below the 3 domain labels"):
+        fitting.prepare(d.x[None], d.u[None], method="ivae", latent_dim=3, num_domains=2)
+    hp = p.hparams([0.0], [4.0])
+    assert float(hp["alpha"][0]) == 0.0 and float(hp["beta"][0]) == 4.0 and int(hp["domains"][0]) == 7
+    with pytest.raises(ValueError, match="needs a config with the sparse-mixing penalty"):
+        fitting.prepare(d.x[None], d.u[None], method="ivae", latent_dim=3).hparams([0.1], [1.0])
+    with pytest.raises(ValueError, match="need 1 alphas"):
+        p.hparams([0.1, 0.1], [1.0])
+
+
+def test_jacobian_rows_spread_over_every_domain():
+    rows = fitting.jacobian_rows(40_000)
+    assert len(rows) == fitting.JACOBIAN_SAMPLES and rows[0] == 0 and rows[-1] == 39_999
+    assert len(np.unique(rows // 1_000)) == 40  # every segment of 40 x 1,000 is read
+    np.testing.assert_array_equal(fitting.jacobian_rows(5), np.arange(5))
