@@ -1,138 +1,219 @@
-"""Sufficient changes + sparse mixing: MCC against the number of domains.
+"""Sufficient changes + sparse mixing: MCC and support recovery against the number of domains.
 
-CG-VAE (deep-sigmoid-flow prior + L1 penalty on the decoder Jacobian) against iVAE,
-beta-VAE and the ablations (no sparsity, no flow), for 2..8 domains; a sweep of the
-sparsity weight alpha; and sparse against dense mixing. One compiled group per (prior,
-mixing density): methods sharing the prior, alpha, the number of domains and the seeds
-are all vmapped inside it.
+The CG paper's claim (arXiv 2503.00639) tested on the estimator that identifies where
+identification is proven (:func:`cg.fit`'s defaults, checked on iVAE's own protocol by
+``experiments.ivae_segments``): with a *sparse* mixing, CG-VAE (deep-sigmoid-flow domain
+prior + L1 penalty on the decoder Jacobian) should identify with fewer domains than
+iVAE needs (2n + 1), and the no-sparsity ablation should fall below CG-VAE.
+
+Data: the sparse variant of iVAE's protocol (:mod:`cg.ivae_data`, ``density < 1``): a
+prescribed Jacobian support with structural zeros (first layer masked, later layers
+diagonal: a post-nonlinear mixing), centred Gaussian sources with per-domain scales, a
+fixed total number of samples split evenly between the domains (so more domains means
+more changes, not more data). Methods: all five of :data:`cg.models.METHODS`; the
+dataset of (domains, seed) is the same for every method, so every comparison is paired
+on the seed. One compiled program per prior: the methods, domain counts and seeds that
+share it are vmapped together (the prior's domain table is sized for the largest count).
+
+Reported: MCC of the posterior means (the observations' own MCC is the floor), support
+recovery (F1 of the learned decoder's thresholded |J| after the MCC permutation), the
+standardized L1 of the decoder Jacobian over the true mixing's, the latent scale, and
+each method minus CG-VAE paired on the seed.
 
     python -m experiments.cg_domains --preset quick
     python -m experiments.cg_domains --preset paper --out results/cg_paper   # GPU
 
-Writes ``results.jsonl``, ``table.md`` / ``table.csv`` (MCC mean ± std, rows method,
-columns domains; plus the alpha and density tables) and ``mcc_vs_domains.png``.
+Writes ``results.jsonl``, ``table.md`` / ``table.csv`` and ``mcc_vs_domains.png``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 from pathlib import Path
 
+import jax.numpy as jnp
+import numpy as np
 
-from cg import data as cg_data, losses, models, train as cg_train
-from experiments import sweep
-from mechind import metrics, report
+from cg import fitting, ivae_data, models
+from experiments import framework, sweep
+from experiments.framework import setting
+from mechind import metrics, report, rng
 
 # bump when a record gains or changes a field, so older results are not mixed in
-RECORD_VERSION = 2
+RECORD_VERSION = 3
+DEFAULT_ALPHA = 0.1  # CG-VAE's sparsity weight (the CG reference code's lambda_sparse)
+FLOOR = "observations x (no model)"
+# one compiled program per prior; the representative method sets the config (penalty on or off)
+PRIOR_METHOD = {"flow": "cg_vae", "gaussian": "cg_vae_no_flow", "standard": "beta_vae"}
+
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of the experiment; presets are instances (validated on construction)."""
+
+    domains: tuple[int, ...] = setting((1, 2, 4, 8, 16), "numbers of domains (each must divide --total)")
+    seeds: int = setting(5, "number of seeds (data and initialisation)")
+    steps: int = setting(4_000, "training steps per run")
+    latent_dim: int = setting(3, "number of latents n")
+    obs_dim: int | None = setting(None, "observed dimension d_x >= n (None: n)")
+    total: int = setting(4_800, "samples per dataset, split evenly between the domains")
+    density: float = setting(0.67, "density of the mixing's Jacobian support in (0, 1] (1: dense iVAE protocol)")
+    act: str = setting("xtanh", "mixing nonlinearity", choices=ivae_data.ACTIVATIONS)
+    methods: tuple[str, ...] = setting(tuple(models.METHODS), "methods to fit", choices=tuple(models.METHODS))
+    alphas: tuple[float, ...] = setting((), f"extra sparsity weights for CG-VAE (an α sweep; α = {DEFAULT_ALPHA} "
+                                            "is always run)")
+    hidden: tuple[int, ...] = setting(fitting.FIT_DEFAULTS["hidden"], "encoder/decoder widths")
+    chunk_steps: int = setting(2_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
+
+    def __post_init__(self):
+        checks = [
+            (self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}"),
+            (self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
+            (min(self.domains) >= 1, f"--domains must be >= 1, got {self.domains}"),
+            (min(self.domains) < 1 or not [d for d in self.domains if self.total % d],
+             f"--total {self.total} must be divisible by every number of domains {self.domains}"),
+            (0 < self.density <= 1, f"--density must lie in (0, 1], got {self.density}"),
+            (1 <= self.latent_dim <= self.d_x, f"need 1 <= --latent-dim <= --obs-dim, got {self.latent_dim}, {self.d_x}"),
+            (all(a >= 0 for a in self.alphas), f"--alphas must be >= 0, got {self.alphas}"),
+            (self.chunk_steps >= 1, f"--chunk-steps must be >= 1, got {self.chunk_steps}"),
+        ]
+        for ok, msg in checks:
+            if not ok:
+                raise ValueError(msg)
+
+    @property
+    def d_x(self) -> int:
+        return self.latent_dim if self.obs_dim is None else self.obs_dim
+
 
 PRESETS = {
-    # the full grid, longer training and more data (the CG paper's code is not public:
-    # this is our protocol at paper scale, not a copy of theirs)
-    "paper": dict(domains=(2, 3, 4, 5, 6, 7, 8), seeds=5, steps=20_000, latent_dim=6, density=0.3,
-                  num_train=16_000, num_val=4_000, alphas=(0.0, 0.01, 0.05, 0.1, 0.5),
-                  alpha_domains=(2, 3, 4, 5, 6, 7, 8), dense_domains=(2, 3, 4, 5, 6, 7, 8), chunk=5_000),
-    # minutes on a 2-core CPU: 3 domain counts, the alpha sweep at 2 domains only
-    "quick": dict(domains=(2, 4, 8), seeds=3, steps=5_000, latent_dim=6, density=0.3, num_train=8_000,
-                  num_val=2_000, alphas=(0.0, 0.01, 0.05, 0.1, 0.5), alpha_domains=(2,),
-                  dense_domains=(2, 8), chunk=2_500),
+    # about 4.5 minutes on a 2-core CPU: n = 3 (2n + 1 = 7), narrower nets and a fifth of
+    # cg.fit's steps, 5 seeds; density 0.67 is the diagonal and 3 more edges (at 0.5, one more
+    # edge, the observations alone score MCC 0.89: nearly unmixed data measure nothing)
+    "quick": Config(hidden=(32, 32)),
+    # cg.fit's defaults in full, n = 5 (2n + 1 = 11), 10 seeds, an alpha sweep (meant for a GPU)
+    "paper": Config(domains=(1, 2, 3, 5, 8, 12, 16, 24), seeds=10, steps=fitting.FIT_DEFAULTS["num_steps"],
+                    latent_dim=5, total=24_000, density=0.4, alphas=(0.01, 1.0), chunk_steps=10_000),
 }
-DEFAULT_ALPHA = 0.1  # CG-VAE's sparsity weight in the method comparison (the CG reference code's lambda_sparse)
-DENSE_DENSITY = 1.0
 
 
-def _runs(methods, domains, seeds, alphas=None):
-    out = []
-    for m in methods:
-        alist = [DEFAULT_ALPHA if models.METHODS[m]["sparse"] else 0.0] if alphas is None else alphas
-        for a in alist:
-            for d in domains:
-                for s in seeds:
-                    out.append({"method": m, "alpha": float(a), "domains": int(d), "seed": int(s)})
-    return out
+def dataset(c: Config, seed: int, domains: int) -> ivae_data.IVAEData:
+    """The (domains, seed) dataset: ``c.total`` samples split evenly between the domains."""
+    return ivae_data.generate(seed, domains, c.total // domains, c.latent_dim, obs_dim=c.d_x, act=c.act,
+                              density=c.density)
 
 
-def build_groups(p: dict, seeds: list[int], base: cg_train.CGConfig) -> list[sweep.Group]:
-    """Groups by (prior, density); each run is (method, alpha, domains, seed)."""
-    sparse_density = base.density
-    plan: dict[tuple[str, float], list[dict]] = {}
-    for m, spec in models.METHODS.items():
-        plan.setdefault((spec["prior"], sparse_density), []).extend(_runs([m], p["domains"], seeds))
-    # alpha sweep: CG-VAE at each alpha (alpha = 0 is the no-sparsity ablation)
-    extra = [r for r in _runs(["cg_vae"], p["alpha_domains"], seeds, [a for a in p["alphas"] if a > 0])]
-    plan[("flow", sparse_density)].extend(extra)
-    # dense mixing: CG-VAE and iVAE
-    for m in ("cg_vae", "ivae"):
-        plan.setdefault((models.METHODS[m]["prior"], DENSE_DENSITY), []).extend(_runs([m], p["dense_domains"], seeds))
+def plan_runs(c: Config) -> dict[str, list[dict]]:
+    """``{prior: [run]}``, a run ``{"method", "alpha", "domains", "seed"}``: every method at
+    its own alpha, plus CG-VAE at each alpha of the sweep (``c.alphas``), for every
+    number of domains and seed."""
+    plan: dict[str, list[dict]] = {}
+    for method in c.methods:
+        spec = models.METHODS[method]
+        alphas = [DEFAULT_ALPHA if spec["sparse"] else 0.0]
+        if method == "cg_vae":
+            alphas += [a for a in c.alphas if a != DEFAULT_ALPHA]
+        for a in alphas:
+            for d in c.domains:
+                plan.setdefault(spec["prior"], []).extend(
+                    {"method": method, "alpha": float(a), "domains": int(d), "seed": s} for s in range(c.seeds))
+    return plan
+
+
+def finish(mt: dict) -> dict:
+    """Host-side scalars of one run."""
+    perm = metrics.matched_permutation(mt["corr"])
+    support = np.asarray(mt["support"], bool)
+    return {"mcc": metrics.mcc_from_corr(mt["corr"]), "active_latents": int(np.sum(mt["active"] > 0.5)),
+            "latent_std": float(mt["latent_std"]), "support_f1": metrics.support_f1(mt["jac_abs"], support, perm),
+            "l1_model": float(np.sum(mt["jac_abs"]))}
+
+
+def build_groups(c: Config) -> list[sweep.Group]:
+    """One group per prior; its key is the whole fit config, the generator's settings and
+    version, and the record version, so a changed setting never reuses old results."""
+    data = {(d, s): dataset(c, s, d) for d in c.domains for s in range(c.seeds)}
+    rows = fitting.jacobian_rows(c.total)
     groups = []
-    for (prior, density), runs in plan.items():
-        # drop duplicates (the alpha sweep repeats the default alpha)
-        seen, uniq = set(), []
-        for r in runs:
-            k = (r["method"], r["alpha"], r["domains"], r["seed"])
-            if k not in seen:
-                seen.add(k)
-                uniq.append(r)
-        cfg = base.replace(prior=prior, density=density,
-                           sparse=any(r["alpha"] > 0 for r in uniq))
-        key = {"prior": prior, "density": density, "latent_dim": cfg.latent_dim, "latent_dist": cfg.latent_dist, "num_train": cfg.num_train,
-               "num_val": cfg.num_val, "batch_size": cfg.batch_size, "steps_cfg": cfg.num_steps,
-               "obs_var": cfg.obs_var, "penalty": cfg.penalty, "penalty_units": cfg.penalty_units,
-               "sparse_warmup": cfg.sparse_warmup,
-               # the whole config is the group's identity: a changed setting never reuses old runs
-               "config": dataclasses.asdict(cfg), "record_version": RECORD_VERSION,
-               "generator_version": cg_data.GENERATOR_VERSION}
+    for prior, runs in plan_runs(c).items():
+        ds = [data[(r["domains"], r["seed"])] for r in runs]
+        sparse = any(r["alpha"] > 0 for r in runs)
+        method = PRIOR_METHOD[prior] if sparse or prior != "gaussian" else "ivae"
+        prep = fitting.prepare(np.stack([d.x for d in ds]), np.stack([d.u for d in ds]), method=method,
+                               latent_dim=c.latent_dim, num_domains=max(c.domains), num_steps=c.steps,
+                               hidden=tuple(c.hidden))
+        key = {"prior": prior, "config": dataclasses.asdict(prep.config), "record_version": RECORD_VERSION,
+               "generator": {"version": ivae_data.GENERATOR_VERSION, "act": c.act, "total": c.total,
+                             "latent_dim": c.latent_dim, "obs_dim": c.d_x, "density": c.density},
+               "preprocess": "whiten"}
+        truth = {"s": jnp.asarray(np.stack([d.s for d in ds])), "support": jnp.asarray(np.stack([d.support for d in ds]))}
+        hp = prep.hparams([r["alpha"] for r in runs], [models.METHODS[r["method"]]["beta"] for r in runs])
+        n_samples, obs_dim = prep.data["x"].shape[1:]
         groups.append(sweep.Group(
-            key=key, make_task=lambda cfg=cfg: cg_train.make_task(cfg),
-            keys=sweep.seed_keys([r["seed"] for r in uniq]),
-            hparams=cg_train.hparams([r["alpha"] for r in uniq], [models.METHODS[r["method"]]["beta"] for r in uniq],
-                                     [cfg.lr] * len(uniq), [r["domains"] for r in uniq]),
-            runs=uniq,
-            finish=lambda m: {"mcc": metrics.mcc_from_corr(m["corr"]),
-                              "mcc_spearman": metrics.mcc_from_corr(m["corr_spearman"]),
-                              "mcc_identity": metrics.mcc_from_corr(m["corr_identity"]),
-                              "latent_std": float(m["latent_std"]),
-                              "l1_model": float(m["l1_model"]), "l1_true": float(m["l1_true"]),
-                              "l1_ratio": float(m["l1_model"] / m["l1_true"])},
-        ))
+            key=key, keys=rng.seed_keys([r["seed"] for r in runs]), hparams=hp,
+            make_task=lambda cfg=prep.config, d=obs_dim, n=n_samples: fitting.make_fit_task(cfg, d, n, c.latent_dim),
+            # the true mixing's standardized L1 travels with the run, for the ratio in the tables
+            runs=[{**r, "l1_true": round(d.standardized_l1(rows), 6),
+                   "structural_sparsity": int(d.structural_sparsity.sum())} for r, d in zip(runs, ds)],
+            data={**prep.data, **truth}, finish=finish))
     return groups
 
 
+def floor_records(c: Config) -> list[dict]:
+    """MCC of the raw observations against the sources, per (domains, seed)."""
+    return [{"method": FLOOR, "alpha": 0.0, "domains": d, "seed": s, "failed": False,
+             "mcc": metrics.mcc(ds.s, ds.x)}
+            for d in c.domains for s in range(c.seeds) for ds in [dataset(c, s, d)]]
+
+
+def is_main(r: dict) -> bool:
+    """The method at its own setting (CG-VAE at the default alpha), not an alpha-sweep run."""
+    return r["method"] != "cg_vae" or r["alpha"] == DEFAULT_ALPHA
+
+
+# the sparse-mixing penalty on against off, with everything else equal, one pair per prior
+SPARSITY_PAIRS = (("flow prior: CG-VAE minus its no-sparsity ablation", "cg_vae", "cg_vae_no_sparsity"),
+                  ("Gaussian prior: CG-VAE without flow minus iVAE", "cg_vae_no_flow", "ivae"))
+
+
+def sparsity_table(records: list[dict], value: str) -> str:
+    """Markdown: the penalty's effect on ``value`` within each prior, paired on the seed."""
+    cols = sorted({r["domains"] for r in records})
+    body = []
+    for label, on, off in SPARSITY_PAIRS:
+        cells = sweep.paired_differences([r for r in records if r["method"] in (on, off)], "method", "domains",
+                                         value, off)
+        if cells:
+            body.append([label, *[sweep.format_paired(cells[(on, c)]) if (on, c) in cells else "" for c in cols]])
+    return report.markdown_table(["penalty on minus off", *[f"{c} domains" for c in cols]], body) if body else ""
+
+
 def _style(method: str) -> dict:
-    """One colour per method in both panels; the no-model floor dashed grey."""
-    if method == IDENTITY:
+    if method == FLOOR:
         return {"color": "grey", "linestyle": "--"}
-    return {"color": f"C{list(models.METHODS).index(method) % 10}"}
+    return {"color": f"C{list(models.METHODS).index(method) % 10}", "marker": "o"}
 
 
-def figure(records, path: Path, title: str) -> None:
+def figure(records: list[dict], path: Path, title: str, two_n1: int) -> None:
+    """MCC and support F1 against the number of domains, one line per method."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    sparse_density = min(r["density"] for r in records)
-    main = [r for r in records if r["density"] == sparse_density and _is_main(r)]
-    rows, cols, cells = sweep.pivot(main, ("method",), "domains", "mcc")
-    for (m,) in rows:
-        st = [report.mean_std(cells.get(((m,), c), [])) for c in cols]
-        axes[0].errorbar(cols, [s[0] for s in st], yerr=[s[1] for s in st], marker="o", capsize=3, label=m,
-                         **_style(m))
-    axes[0].set_title(f"sparse mixing (density {sparse_density})")
-    dense = [r for r in records if r["density"] == DENSE_DENSITY]
-    rows, cols, cells = sweep.pivot(dense, ("method",), "domains", "mcc")
-    for (m,) in rows:
-        st = [report.mean_std(cells.get(((m,), c), [])) for c in cols]
-        axes[1].errorbar(cols, [s[0] for s in st], yerr=[s[1] for s in st], marker="s", capsize=3, label=m,
-                         **_style(m))
-    axes[1].set_title("dense mixing (density 1.0)")
-    for ax in axes:
-        ax.set_xlabel("number of domains")
-        ax.set_ylabel("MCC (mean ± std over seeds)")
+    for ax, value in zip(axes, ("mcc", "support_f1")):
+        rows, cols, cells = sweep.pivot([r for r in records if is_main(r) and value in r], ("method",), "domains", value)
+        for (m,) in rows:
+            st = [report.mean_std(cells.get(((m,), c), [])) for c in cols]
+            ax.errorbar(cols, [s[0] for s in st], yerr=[s[1] for s in st], capsize=3, label=m, **_style(m))
+        ax.axvline(two_n1, color="k", lw=0.6, ls=":")
+        ax.set_xscale("log")
+        ax.minorticks_off()
+        ax.set_xticks(cols, [str(c) for c in cols])
+        ax.set_xlabel(f"number of domains (log scale; dotted: 2n + 1 = {two_n1})")
+        ax.set_ylabel(("MCC" if value == "mcc" else "support F1") + " (mean ± std over seeds)")
         ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    axes[0].legend(fontsize=7)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,126 +221,94 @@ def figure(records, path: Path, title: str) -> None:
     plt.close(fig)
 
 
-IDENTITY = "observations x (no model)"
+def header(records: list[dict], c: Config, info: dict) -> str:
+    """What was run, on what, for how long: the report's first lines."""
+    fit = next(r["config"] for r in records if r["prior"] == "flow") if any(r["prior"] == "flow" for r in records) \
+        else records[0]["config"]
+    dev = info["device"]
+    return (f"# Sufficient changes + sparse mixing: MCC vs number of domains ({info['preset']} preset)\n\n"
+            f"Sparse variant of iVAE's protocol (cg.ivae_data v{ivae_data.GENERATOR_VERSION}): n = {c.latent_dim}"
+            f" latents, d_x = {c.d_x}, support density {c.density:g} (structural zeros; first layer masked,"
+            f" later layers diagonal), {c.act}, centred Gaussian sources with per-domain scales, {c.total}"
+            f" samples split evenly between the domains. cg.fit's estimator: whitened x, hidden {tuple(fit['hidden'])},"
+            f" {fit['posterior_cov']}-covariance posterior" + (" conditioned on u" if fit["encoder_u"] else "")
+            + f", decoder variance {'learned from ' if fit['learn_obs_var'] else ''}{fit['obs_var']},"
+            f" batch {fit['batch_size']}, Adam {fit['lr']} (/ 10 at {fit['lr_drop']:.0%}), {c.steps} steps;"
+            f" CG-VAE α = {DEFAULT_ALPHA} (standardized L1 of the Jacobian in z-scored coordinates, on after"
+            f" {fitting.SPARSE_WARMUP_FRACTION:.0%} of the steps), β-VAE β = 4 with a fixed decoder variance"
+            f" {fitting.METHOD_FIT_DEFAULTS['beta_vae']['obs_var']}; {c.seeds} seeds (data and init);"
+            f" MCC of the posterior means on the whole dataset; device {dev['backend']} ({dev['device_kind']}"
+            f" x{dev['device_count']}); train time {sum(r['train_s_per_run'] for r in records):.0f}s over"
+            f" {len(records)} runs, this invocation {info['wall_s']:.0f}s.\n\nSettings: {framework.describe(c)}.")
 
 
-def with_identity(records: list[dict]) -> list[dict]:
-    """``records`` plus one pseudo-record per (seed, domains, density): the MCC of the
-    standardized observations themselves, the floor any model must beat."""
-    seen, out = set(), list(records)
-    for r in records:
-        k = (r["seed"], r["domains"], r["density"])
-        if k not in seen and "mcc_identity" in r and not r["failed"]:
-            seen.add(k)
-            out.append({**r, "method": IDENTITY, "alpha": 0.0, "mcc": r["mcc_identity"]})
-    return out
-
-
-def _is_main(r) -> bool:
-    """The method's own setting (CG-VAE at the default alpha), not an alpha-sweep run."""
-    return r["method"] != "cg_vae" or r["alpha"] == DEFAULT_ALPHA
-
-
-def write_report(records, out: Path, header: str) -> str:
-    records = with_identity(records)
-    sparse_density = min(r["density"] for r in records)
-    main = [r for r in records if r["density"] == sparse_density and _is_main(r)]
-    md, csv = sweep.mean_std_table(main, ("method",), "domains", "mcc", col_fmt="{} domains")
-    alpha_recs = [r for r in records if r["density"] == sparse_density
-                  and r["method"] in ("cg_vae", "cg_vae_no_sparsity")]
-    md_a, _ = sweep.mean_std_table(alpha_recs, ("alpha",), "domains", "mcc", col_fmt="{} domains")
-    md_s, _ = sweep.mean_std_table([r for r in alpha_recs if "latent_std" in r], ("alpha",), "domains",
-                                   "latent_std", col_fmt="{} domains")
-    md_p = sweep.paired_table(alpha_recs, "alpha", "domains", "mcc", 0.0, col_fmt="{} domains")
-    md_l, _ = sweep.mean_std_table([r for r in alpha_recs if "l1_ratio" in r], ("alpha",), "domains",
-                                   "l1_ratio", col_fmt="{} domains")
-    dense = [r for r in records if r["method"] in ("cg_vae", "ivae", IDENTITY) and _is_main(r)]
-    md_d, _ = sweep.mean_std_table(dense, ("method", "density"), "domains", "mcc", col_fmt="{} domains")
-    failed = [r for r in records if r["failed"]]
-    text = (header + "\n\nMCC (mean ± std over seeds), sparse mixing:\n\n" + md
-            + "\nCG-VAE against the sparsity weight α (α = 0 is the no-sparsity ablation):\n\n" + md_a
-            + "\nMCC gain over the no-sparsity ablation, paired on the seed (same data and initialisation):"
-              " mean difference, seeds that went up, two-sided Wilcoxon signed-rank p (no correction for the"
-              " number of cells; with n seeds p cannot go below 2/2^n, 0.0625 for 5):\n\n" + md_p
-            + "\nStandard deviation of CG-VAE's latent codes (encoder means, averaged over latents) against α;"
-            " growth with α means the penalty is being paid by rescaling, not sparsifying:\n\n" + md_s
-            + "\nStandardized L1 of CG-VAE's decoder Jacobian divided by that of the true mixing (same units,"
-              " held-out data) against α. Below 1 with MCC below 1: the penalty is being lowered by something"
-              " other than recovering the true mixing (a wrong solution, or a decoder shrunk by the posterior"
-              " noise); if it falls with α while MCC does not rise, the penalty is not steering towards the"
-              " truth:\n\n" + md_l
-            + f"\nSparse (density {sparse_density:g}) against dense (density 1.0) mixing:\n\n" + md_d
+def write_report(records: list[dict], c: Config, out: Path, info: dict) -> str:
+    """Tables (markdown + CSV) and the figure under ``out``; returns the markdown."""
+    two_n1 = 2 * c.latent_dim + 1
+    head = header(records, c, info)
+    records = records + floor_records(c)
+    main_recs = [r for r in records if is_main(r)]
+    models_only = [r for r in main_recs if r["method"] != FLOOR]
+    for r in models_only:
+        if "l1_model" in r:
+            r["l1_ratio"] = r["l1_model"] / r["l1_true"]
+    cols = "{} domains"
+    md, csv = sweep.mean_std_table(main_recs, ("method",), "domains", "mcc", col_fmt=cols)
+    md_f, _ = sweep.mean_std_table(models_only, ("method",), "domains", "support_f1", col_fmt=cols)
+    md_l, _ = sweep.mean_std_table(models_only, ("method",), "domains", "l1_ratio", col_fmt=cols)
+    md_s, _ = sweep.mean_std_table(models_only, ("method",), "domains", "latent_std", col_fmt=cols)
+    md_act, _ = sweep.mean_std_table(models_only, ("method",), "domains", "active_latents", col_fmt=cols)
+    md_p = sweep.paired_table(models_only, "method", "domains", "mcc", "cg_vae", col_fmt=cols)
+    md_pf = sweep.paired_table(models_only, "method", "domains", "support_f1", "cg_vae", col_fmt=cols)
+    sweep_recs = [r for r in records if r["method"] in ("cg_vae", "cg_vae_no_sparsity")]
+    alphas = sorted({r["alpha"] for r in sweep_recs})
+    md_a = ""
+    if len(alphas) > 2:  # an alpha sweep was run
+        for r in sweep_recs:
+            r["l1_ratio"] = r["l1_model"] / r["l1_true"]
+        md_a = ("\nCG-VAE against the sparsity weight α (α = 0 is the no-sparsity ablation), MCC / support F1:\n\n"
+                + sweep.mean_std_table(sweep_recs, ("alpha",), "domains", "mcc", col_fmt=cols)[0] + "\n"
+                + sweep.mean_std_table(sweep_recs, ("alpha",), "domains", "support_f1", col_fmt=cols)[0])
+    n_seeds = len({r["seed"] for r in models_only})
+    ss = sorted({(r["domains"], r["seed"], r["structural_sparsity"]) for r in models_only})
+    n_ss = sum(1 for _, _, k in ss if k == max(k2 for *_, k2 in ss))
+    failed = [r for r in records if r.get("failed")]
+    text = (head
+            + f"\n\nIdentification from the changes alone is proven from 2n + 1 = {two_n1} domains (iVAE);"
+              " the sparse-mixing claim is about fewer.\n\nMCC (mean ± std over seeds):\n\n" + md
+            + "\nSupport recovery: F1 of the learned decoder's Jacobian support (mean |J| in z-scored observed"
+              " coordinates per latent std, columns matched to the true latents by the MCC assignment, an entry"
+              " an edge above 10 % of its column's largest) against the true support:\n\n" + md_f
+            + "\nMCC of each method minus CG-VAE's, paired on the seed (same data): mean, seeds up, two-sided"
+              f" Wilcoxon p (with {n_seeds} seeds p cannot go below {2 / 2 ** n_seeds:.4f}; no correction for the"
+              " number of cells). Negative: CG-VAE is better.\n\n" + md_p
+            + "\nSupport F1 minus CG-VAE's, paired on the seed:\n\n" + md_pf
+            + "\nThe sparsity penalty's own effect, with the prior held fixed (same data and initialisation):"
+              " MCC, then support F1; positive: the penalty helps.\n\n" + sparsity_table(models_only, "mcc")
+            + "\n" + sparsity_table(models_only, "support_f1")
+            + "\nStandardized L1 of the learned decoder's Jacobian over the true mixing's (same units, same rows"
+              " of the data); 1 is the truth's, below 1 with MCC below 1 means the penalty is lowered by"
+              " something other than the true mixing:\n\n" + md_l
+            + "\nLatent scale (std of the posterior means, averaged over latents; a derivative penalty could be"
+              " paid by inflating it):\n\n" + md_s
+            + "\nActive latents (posterior mean carries > half the latent's variance):\n\n" + md_act
+            + md_a
+            + f"\nZheng et al.'s structural sparsity holds for every latent in {n_ss} of {len(ss)} datasets"
+              " (the rest: for some latents).\n"
             + (f"\n{len(failed)} run(s) failed.\n" if failed else ""))
     report.write_atomic(out / "table.md", text)
     report.write_atomic(out / "table.csv", csv)
-    figure(records, out / "mcc_vs_domains.png", header.splitlines()[0].lstrip("# "))
+    figure(records, out / "mcc_vs_domains.png", head.splitlines()[0].lstrip("# "), two_n1)
     return text
 
 
+EXPERIMENT = framework.Experiment(
+    name="cg_domains", title="Sufficient changes + sparse mixing: MCC and support recovery vs number of domains",
+    doc=__doc__, config=Config, presets=PRESETS, groups=build_groups, report=write_report)
+
+
 def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sweep.add_common_args(ap, "results/cg_domains")
-    ap.add_argument("--domains", type=int, nargs="+", default=None, help="numbers of domains (2..8)")
-    ap.add_argument("--latent-dim", type=int, default=None, help="number of latents n")
-    ap.add_argument("--latent-dist", choices=cg_data.LATENT_DISTS, default="gaussian",
-                    help="within-domain noise of the latents (non-Gaussian makes iVAE's prior misspecified)")
-    ap.add_argument("--penalty", choices=("exact", "fd"), default="exact",
-                    help="sparse-mixing penalty: exact Jacobian or forward finite differences")
-    ap.add_argument("--penalty-units", choices=losses.UNITS, default="standardized",
-                    help="L1 of the decoder Jacobian in units of each latent's batch std (default; "
-                         "invariant to rescaling a latent) or raw, as the CG paper writes it")
-    ap.add_argument("--alphas", type=float, nargs="+", default=None,
-                    help="sparsity weights of the α sweep (default: the preset's; 0 is the no-sparsity ablation)")
-    ap.add_argument("--sparse-warmup", type=int, default=0,
-                    help="train this many steps on the ELBO alone, then switch the sparsity penalty on "
-                         "(fine-tuning an ELBO solution); must be below --steps")
-    args = ap.parse_args(argv)
-    p = dict(PRESETS[args.preset])
-    if args.alphas:
-        if min(args.alphas) < 0:
-            ap.error(f"--alphas must be >= 0, got {args.alphas}")
-        p.update(alphas=tuple(args.alphas))
-    if args.domains:
-        p.update(domains=tuple(args.domains), alpha_domains=tuple(args.domains), dense_domains=tuple(args.domains))
-    try:
-        n_seeds, steps = sweep.seeds_and_steps(args, p)
-        base = cg_train.CGConfig(latent_dim=args.latent_dim or p["latent_dim"], density=p["density"],
-                                 alpha=DEFAULT_ALPHA, latent_dist=args.latent_dist, num_train=p["num_train"],
-                                 num_val=p["num_val"], num_steps=steps, penalty=args.penalty,
-                                 penalty_units=args.penalty_units, sparse_warmup=args.sparse_warmup,
-                                 max_domains=max(8, *p["domains"]))
-        for d in p["domains"]:
-            base.replace(num_domains=d)
-    except ValueError as e:
-        ap.error(str(e))
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    if not args.report_only:
-        sweep.run_sweep(build_groups(p, list(range(n_seeds)), base), out, experiment="cg_domains",
-                        preset=args.preset, chunk_steps=args.chunk_steps or p["chunk"],
-                        progress=not args.no_progress, fresh=args.fresh, max_runs_per_call=args.max_runs_per_call)
-    records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl"))
-               if r["steps"] == steps and r["seed"] < n_seeds and r["latent_dim"] == base.latent_dim
-               and r["penalty"] == args.penalty and r.get("penalty_units", "raw") == args.penalty_units
-               and r["obs_var"] == base.obs_var and r.get("sparse_warmup", 0) == base.sparse_warmup
-               and r["density"] in (base.density, DENSE_DENSITY)
-               and r.get("latent_dist", "gaussian") == args.latent_dist]
-    if not records:
-        raise SystemExit(f"no results in {out}/results.jsonl for these settings")
-    dev = records[0]["device"]
-    wall = time.perf_counter() - t0
-    header = (f"# Sufficient changes + sparse mixing: MCC vs number of domains ({args.preset} preset)\n\n"
-              f"Preset {args.preset}: {steps} steps, batch {base.batch_size}, {n_seeds} seeds, n = {base.latent_dim} "
-              f"latents ({args.latent_dist} within domains), mixing density {base.density:g}, {base.num_train} train samples split evenly between domains, {base.num_val} held-out; "
-              f"CG-VAE α = {DEFAULT_ALPHA} ({args.penalty} Jacobian, {args.penalty_units} units"
-              + (f", penalty on after {base.sparse_warmup} steps" if base.sparse_warmup else "") + "), "
-              f"β-VAE β = 4; device {dev['backend']} "
-              f"({dev['device_kind']} x{dev['device_count']}). Train time "
-              f"{sum(r['train_s_per_run'] for r in records):.0f}s over {len(records)} runs; this invocation {wall:.0f}s.")
-    text = write_report(records, out, header)
-    print(text)
-    print(f"wrote {out}/table.md, table.csv, mcc_vs_domains.png")
-    return {"records": records, "markdown": text, "wall_s": wall}
+    return EXPERIMENT.main(argv)
 
 
 if __name__ == "__main__":

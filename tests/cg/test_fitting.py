@@ -139,6 +139,13 @@ def test_sparse_methods_switch_the_penalty_on_after_half_the_steps():
     assert fitting.make_config("ivae", 2, 500, 3).sparse_warmup == 0
 
 
+def test_beta_vae_keeps_a_fixed_decoder_variance_unless_told_otherwise():
+    c = fitting.make_config("beta_vae", 2, 500, 3)
+    assert not c.learn_obs_var and c.obs_var == 0.05 and c.beta == 4.0
+    assert fitting.make_config("beta_vae", 2, 500, 3, learn_obs_var=True).learn_obs_var
+    assert fitting.make_config("ivae", 2, 500, 3).learn_obs_var
+
+
 def test_prepare_sizes_the_domain_table_and_takes_per_run_weights():
     d = _linear_data(4, 3, 200, 3)
     p = fitting.prepare(d.x[None], d.u[None], method="cg_vae", latent_dim=3, num_domains=7)

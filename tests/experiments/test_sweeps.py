@@ -1,3 +1,4 @@
+import dataclasses
 import subprocess
 import sys
 
@@ -82,28 +83,46 @@ def test_bad_cli_values_fail_before_compiling(tmp_path):
 
 
 def test_cg_bad_cli_values_fail_before_compiling(tmp_path):
-    for bad in (["--alphas", "-0.1"], ["--sparse-warmup", "20", "--steps", "20"], ["--domains", "0"]):
+    for bad in (["--alphas", "-0.1"], ["--domains", "0"], ["--domains", "7"], ["--density", "0"],
+                ["--latent-dim", "4", "--obs-dim", "3"], ["--seeds", "0"], ["--methods", "pca"], ["--act", "relu"],
+                ["--steps", "ten"]):
         with pytest.raises(SystemExit):
             cg_domains.main(["--out", str(tmp_path), "--no-progress"] + bad)
     assert not (tmp_path / "results.jsonl").exists()
 
 
-@pytest.mark.slow  # 35 s; the main job runs this module end to end
-def test_cg_domains_end_to_end(tmp_path):
-    args = ["--preset", "quick", "--domains", "2", "3", "--seeds", "1", "--steps", "20", "--no-progress",
-            "--out", str(tmp_path)]
+def test_cg_domains_end_to_end_and_resume(tmp_path):
+    args = ["--preset", "quick", "--domains", "1", "4", "--seeds", "2", "--steps", "20", "--total", "400",
+            "--alphas", "1.0", "--hidden", "8", "--no-progress", "--out", str(tmp_path)]
     out = cg_domains.main(args)
     recs = report.read_jsonl(tmp_path / "results.jsonl")
-    methods = {r["method"] for r in recs}
-    assert methods == {"cg_vae", "cg_vae_no_sparsity", "cg_vae_no_flow", "ivae", "beta_vae"}
-    assert {r["density"] for r in recs} == {0.3, 1.0}
-    assert {r["alpha"] for r in recs if r["method"] == "cg_vae"} == {0.01, 0.05, 0.1, 0.5}
-    assert all(0 <= r["mcc"] <= 1 and 0 <= r["mcc_identity"] <= 1 for r in recs)
-    assert all(r["penalty_units"] == "standardized" and r["latent_std"] > 0 for r in recs)
-    assert all(r["l1_true"] > 0 and r["l1_ratio"] == pytest.approx(r["l1_model"] / r["l1_true"]) for r in recs)
-    assert "divided by that of the true mixing" in out["markdown"] and "paired on the seed" in out["markdown"]
-    assert "| method |" in out["markdown"] and (tmp_path / "mcc_vs_domains.png").exists()
-    assert cg_domains.IDENTITY in out["markdown"]
+    # one compiled group per prior, every method x domains x seed inside it
+    assert len({r["group"] for r in recs}) == 3
+    assert {r["method"] for r in recs} == set(cg_domains.models.METHODS)
+    assert {r["alpha"] for r in recs if r["method"] == "cg_vae"} == {0.1, 1.0}
+    assert {r["alpha"] for r in recs if r["method"] in ("ivae", "cg_vae_no_sparsity", "beta_vae")} == {0.0}
+    assert len(recs) == (5 + 1) * 2 * 2
+    for r in recs:
+        assert 0 <= r["mcc"] <= 1 and 0 <= r["support_f1"] <= 1 and r["l1_true"] > 0 and r["l1_model"] >= 0
+        assert r["latent_std"] >= 0 and r["steps"] == 20 and r["structural_sparsity"] <= 3
+    # the same dataset for every method of a (domains, seed): the true L1 is the dataset's own
+    for d in (1, 4):
+        for sd in (0, 1):
+            assert len({r["l1_true"] for r in recs if r["domains"] == d and r["seed"] == sd}) == 1
+    md = out["markdown"]
+    for text in ("Support recovery", "minus CG-VAE's, paired on the seed", "over the true mixing's",
+                 cg_domains.FLOOR, "against the sparsity weight", "2n + 1 = 7", "penalty on minus off",
+                 "Gaussian prior: CG-VAE without flow minus iVAE"):
+        assert text in md
+    assert (tmp_path / "mcc_vs_domains.png").stat().st_size > 0
+    # a second invocation trains nothing; a changed width is a different group
+    cg_domains.main(args)
+    assert len(report.read_jsonl(tmp_path / "results.jsonl")) == len(recs)
+    c = cg_domains.Config(domains=(1,), total=400, seeds=1, steps=20)
+    a = cg_domains.build_groups(c)
+    b = cg_domains.build_groups(dataclasses.replace(c, hidden=(9,)))
+    assert {g.id for g in a}.isdisjoint(g.id for g in b)
+    assert [g.id for g in a] == [g.id for g in cg_domains.build_groups(c)]  # and the same settings reuse
 
 
 def test_paired_differences_and_wilcoxon_closed_form():
