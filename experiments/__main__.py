@@ -12,16 +12,33 @@ re-running after an interruption continues where it stopped.
 from __future__ import annotations
 
 import argparse
-import importlib
+import dataclasses
 import time
 from pathlib import Path
+from typing import Callable
 
+from experiments import cg_domains, criteria_hierarchy, mechind_overlap
 from mechind import report
 
+
+@dataclasses.dataclass(frozen=True)
+class Part:
+    """A part of the main job: its folder name, its section title, and its ``main(argv)``.
+
+    Every part takes ``--out``, ``--preset``, ``--fresh`` and ``--no-progress``, and
+    returns a dict (with ``"markdown"``, or it writes ``table.md``). An experiment on the
+    framework (:class:`experiments.framework.Experiment`) is a part as it is."""
+
+    name: str
+    title: str
+    main: Callable[[list[str]], dict]
+
+
+# the registry: a new pipeline joins the report by adding its line here
 PARTS = (
-    ("criteria_hierarchy", "Criteria hierarchy on generators of known structure"),
-    ("mechind_overlap", "Mechanistic independence: SIS vs Jacobian-support overlap"),
-    ("cg_domains", "Sufficient changes + sparse mixing: MCC vs number of domains"),
+    Part("criteria_hierarchy", "Criteria hierarchy on generators of known structure", criteria_hierarchy.main),
+    Part("mechind_overlap", "Mechanistic independence: SIS vs Jacobian-support overlap", mechind_overlap.main),
+    cg_domains.EXPERIMENT,
 )
 
 
@@ -36,36 +53,28 @@ def main(argv=None) -> Path:
     ap.add_argument("--preset", choices=("quick", "paper"), default="quick",
                     help="quick: minutes on a 2-core CPU; paper: the published protocols (GPU)")
     ap.add_argument("--out", default="results", help="output folder; each part writes a subfolder")
-    ap.add_argument("--only", nargs="+", choices=[p for p, _ in PARTS], default=None,
+    ap.add_argument("--only", nargs="+", choices=[p.name for p in PARTS], default=None,
                     help="run only these parts")
     ap.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = ap.parse_args(argv)
     out = Path(args.out)
     sections, t0 = [], time.perf_counter()
-    for name, title in PARTS:
-        if args.only and name not in args.only:
+    for part in PARTS:
+        if args.only and part.name not in args.only:
             continue
-        try:
-            mod = importlib.import_module(f"experiments.{name}")
-        except ModuleNotFoundError as e:
-            if e.name == f"experiments.{name}":
-                continue  # a part not built yet
-            raise
-        print(f"\n=== {title} ===\n", flush=True)
+        print(f"\n=== {part.title} ===\n", flush=True)
         t = time.perf_counter()
-        argv_part = ["--out", str(out / name)]
-        if name != "criteria_hierarchy":
-            argv_part += ["--preset", args.preset] + (["--fresh"] if args.fresh else []) \
-                + (["--no-progress"] if args.no_progress else [])
-        res = mod.main(argv_part)
+        argv_part = ["--out", str(out / part.name), "--preset", args.preset] \
+            + (["--fresh"] if args.fresh else []) + (["--no-progress"] if args.no_progress else [])
+        res = part.main(argv_part)
         text = res.get("markdown") if isinstance(res, dict) and res.get("markdown") else \
-            (out / name / "table.md").read_text()
+            (out / part.name / "table.md").read_text()
         extra = res.get("criteria") if isinstance(res, dict) else None
-        sections.append(f"## {title}\n\n_{time.perf_counter() - t:.0f}s; files in `{out / name}`_\n\n"
+        sections.append(f"## {part.title}\n\n_{time.perf_counter() - t:.0f}s; files in `{out / part.name}`_\n\n"
                         + text.replace("\n# ", "\n### ").lstrip("# ")
                         + (f"\nGenerators (fraction of points where each Type holds):\n\n{extra}" if extra else "")
-                        + figure_links(out, name))
+                        + figure_links(out, part.name))
     dev = report.device_info()
     head = (f"# mechind report ({args.preset} preset)\n\nDevice: {dev['backend']} ({dev['device_kind']} "
             f"x{dev['device_count']}), jax {dev['jax']}. Total wall time {time.perf_counter() - t0:.0f}s.\n\n")

@@ -120,6 +120,12 @@ def main(argv=None) -> dict:
     ap.add_argument("--tol", type=float, default=None,
                     help=f"relative tolerance for calling a derivative zero (default {graph.DEFAULT_TOL})")
     ap.add_argument("--out", default="results/criteria_hierarchy", help="output folder")
+    # the main job passes every part the same options; this part is exact and takes seconds,
+    # so the presets compute the same table and there is nothing to resume or show progress of
+    ap.add_argument("--preset", choices=("quick", "paper"), default="quick",
+                    help="accepted for the main job; both presets compute the same table (seconds)")
+    ap.add_argument("--fresh", action="store_true", help="accepted for the main job; every run is fresh")
+    ap.add_argument("--no-progress", action="store_true", help="accepted for the main job; no progress bar here")
     args = ap.parse_args(argv)
     if args.points < 1 or args.bases < 1:
         ap.error("--points and --bases must be positive")

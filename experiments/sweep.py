@@ -168,6 +168,12 @@ def paired_summary(diffs) -> tuple[float, int, int, float]:
     return float(d.mean()), int((d > 0).sum()), int(d.size), p
 
 
+def format_paired(diffs) -> str:
+    """``+0.0123 (7/10 up, p=0.049)``: mean paired difference, pairs up, Wilcoxon p."""
+    m, up, n, p = paired_summary(diffs)
+    return f"{m:+.4f} ({up}/{n} up, p={p:.3f})"
+
+
 def paired_table(records, row_key: str, col_key: str, value: str, baseline, col_fmt: str = "{}") -> str:
     """Markdown: per (row, col), the mean paired difference to the ``baseline`` row, how many
     pairs went up, and the Wilcoxon p-value."""
@@ -178,11 +184,7 @@ def paired_table(records, row_key: str, col_key: str, value: str, baseline, col_
     for row in rows:
         cell = []
         for c in cols:
-            if (row, c) in cells:
-                m, up, n, p = paired_summary(cells[(row, c)])
-                cell.append(f"{m:+.4f} ({up}/{n} up, p={p:.3f})")
-            else:
-                cell.append("")
+            cell.append(format_paired(cells[(row, c)]) if (row, c) in cells else "")
         body.append([row, *cell])
     return report.markdown_table([row_key, *[col_fmt.format(c) for c in cols]], body)
 

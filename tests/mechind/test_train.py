@@ -30,6 +30,7 @@ def test_seed_determinism_and_seed_difference():
     assert not np.allclose(a.metrics["sis_r2"][0], a.metrics["sis_r2"][1])
 
 
+@pytest.mark.slow  # the runner's behaviour is tested on a toy task in test_runner.py
 def test_resume_after_interruption_gives_identical_results(tmp_path):
     full = _group(SMALL, [0, 1], [0.0, 1.0], chunk_steps=10)
     part = _group(SMALL, [0, 1], [0.0, 1.0], chunk_steps=10, checkpoint_dir=tmp_path, max_chunks=2)
@@ -60,6 +61,7 @@ def test_chunked_runner_equals_pure_train():
     assert m2["sis"] == pytest.approx(metrics.sis_from_r2(m["sis_r2"]), abs=1e-4)
 
 
+@pytest.mark.slow  # the runner's behaviour is tested on a toy task in test_runner.py
 def test_nan_in_one_run_does_not_stop_the_others():
     res = _group(SMALL, [0, 1, 2], [1.0, 1.0, 1.0], lrs=[1e-3, float("nan"), 1e-3], chunk_steps=20)
     np.testing.assert_array_equal(res.failed, [False, True, False])
@@ -84,6 +86,7 @@ def test_compositional_contrast_improves_sis_at_zero_overlap():
     assert sis[3:].mean() > sis[:3].mean() + 0.2, sis
 
 
+@pytest.mark.slow  # the runner's behaviour is tested on a toy task in test_runner.py
 def test_max_runs_per_call_splits_without_changing_results():
     whole = _group(SMALL, [0, 1, 2], [1.0, 1.0, 1.0], chunk_steps=40)
     split = _group(SMALL, [0, 1, 2], [1.0, 1.0, 1.0], chunk_steps=40, max_runs_per_call=2)

@@ -1,0 +1,137 @@
+"""One experiment framework: a typed config per experiment, and one driver for all of them.
+
+An experiment supplies
+
+* a frozen dataclass **config**: every setting of the experiment (``seeds``, ``steps`` and
+  ``chunk_steps`` among them), each field with its
+  ``help`` in ``metadata`` (and ``choices`` where the values are a closed set), validated
+  in ``__post_init__``; its presets are instances of it;
+* **groups** ``config -> [sweep.Group]``: the compiled groups, each with a key derived
+  from everything that can change a number (a changed setting is a new group, never a
+  reuse of old results);
+* **report** ``(records, config, out, info) -> markdown``: its tables and figures,
+  written under ``out``.
+
+The driver (:func:`main`) owns the rest: the command line (one option per config field,
+derived from the dataclass), the sweep, resume, the results file and the report. The
+main job (``python -m experiments``) lists experiments in its registry, so a new
+pipeline joins the report by adding one line there.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+import typing
+from pathlib import Path
+from typing import Any, Callable, Mapping
+
+from experiments import sweep
+from mechind import report
+
+
+def setting(default, help: str, choices=None):  # noqa: A002 (the argparse name)
+    """A config field with its command-line help (and closed set of values)."""
+    meta = {"help": help} | ({"choices": tuple(choices)} if choices is not None else {})
+    return dataclasses.field(default=default, metadata=meta)
+
+
+@dataclasses.dataclass(frozen=True)
+class Experiment:
+    """What an experiment supplies to the driver (module docstring)."""
+
+    name: str  # results folder under the main job's --out, and the records' "experiment"
+    title: str  # section title in the main job's report
+    doc: str  # the module docstring: the command line's description
+    config: type  # the frozen dataclass of its settings
+    presets: Mapping[str, Any]  # preset name -> config instance
+    groups: Callable[[Any], list[sweep.Group]]
+    report: Callable[[list[dict], Any, Path, dict], str]
+
+    def main(self, argv=None) -> dict:
+        return main(self, argv)
+
+
+def _field_types(cls) -> dict:
+    return typing.get_type_hints(cls)
+
+
+def _parser_type(tp):
+    """``(argparse type, nargs)`` of a config field's annotation."""
+    origin, args = typing.get_origin(tp), typing.get_args(tp)
+    if origin is tuple:
+        return args[0], "+"
+    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+        inner = [a for a in args if a is not type(None)]
+        return _parser_type(inner[0])
+    if tp is bool:
+        return (lambda v: {"true": True, "false": False}[v.lower()]), None
+    return tp, None
+
+
+def add_config_args(ap: argparse.ArgumentParser, cls) -> None:
+    """One option per field of the config dataclass ``cls``; the default ``None`` means
+    "the preset's value", which the help shows."""
+    hints = _field_types(cls)
+    for f in dataclasses.fields(cls):
+        kind, nargs = _parser_type(hints[f.name])
+        choices = f.metadata.get("choices")
+        ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, nargs=nargs, default=None,
+                        choices=choices, metavar=None if choices else f.name.upper(),
+                        help=f.metadata.get("help", "") + " (default: the preset's)")
+
+
+def config_from_args(args: argparse.Namespace, preset) -> Any:
+    """The preset with every option that was given replaced (lists become tuples);
+    the config's ``__post_init__`` validates the result."""
+    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(preset)
+             if getattr(args, f.name, None) is not None}
+    given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
+    return dataclasses.replace(preset, **given)
+
+
+def describe(config) -> str:
+    """Every setting of a config as ``name value`` pairs, for report headers."""
+    return ", ".join(f"{f.name} {getattr(config, f.name)}" for f in dataclasses.fields(config))
+
+
+def common_args(ap: argparse.ArgumentParser, exp: Experiment) -> None:
+    ap.add_argument("--preset", choices=tuple(exp.presets), default="quick",
+                    help="quick: minutes on a 2-core CPU, same qualitative picture; "
+                         "paper: the published protocol (meant for a GPU)")
+    ap.add_argument("--out", default=f"results/{exp.name}", help="output folder (results.jsonl, tables, figures)")
+    ap.add_argument("--max-runs-per-call", type=int, default=None,
+                    help="train at most this many runs at once (to bound device memory)")
+    ap.add_argument("--fresh", action="store_true", help="discard earlier results and checkpoints in --out")
+    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("--report-only", action="store_true", help="rebuild tables and figures from results.jsonl")
+
+
+def main(exp: Experiment, argv=None) -> dict:
+    """Parse the command line, run every group not already done, and write the report.
+
+    Returns ``{"records", "markdown", "wall_s", "config"}``; bad settings end in an
+    argparse error (exit code 2) before anything compiles."""
+    ap = argparse.ArgumentParser(description=exp.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    common_args(ap, exp)
+    add_config_args(ap, exp.config)
+    args = ap.parse_args(argv)
+    try:
+        config = config_from_args(args, exp.presets[args.preset])
+    except ValueError as e:
+        ap.error(str(e))
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    groups = exp.groups(config)
+    if not args.report_only:
+        sweep.run_sweep(groups, out, experiment=exp.name, preset=args.preset, chunk_steps=config.chunk_steps,
+                        progress=not args.no_progress, fresh=args.fresh, max_runs_per_call=args.max_runs_per_call)
+    ids = {g.id for g in groups}
+    records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl")) if r.get("group") in ids]
+    if not records:
+        raise SystemExit(f"no results in {out}/results.jsonl for these settings")
+    info = {"preset": args.preset, "wall_s": time.perf_counter() - t0, "device": records[0]["device"]}
+    text = exp.report(records, config, out, info)
+    print(text)
+    return {"records": records, "markdown": text, "wall_s": info["wall_s"], "config": config}
