@@ -27,12 +27,12 @@ import jax.numpy as jnp
 import numpy as np
 
 from mechind import rng
+from mechind.models import leaky  # slope 0.2, Brady et al.'s, shared with the models
 
 GENERATOR_VERSION = 1  # bump when a change to this module changes any drawn number
 
 Array = jax.Array
 
-NEGATIVE_SLOPE = 0.2
 CANDIDATES = 8
 MU_RANGE = (-2.0, 2.0)
 SIGMA_RANGE = (0.5, 3.0)
@@ -99,9 +99,6 @@ def sample_noise(key: Array, shape: tuple[int, ...], dist: str) -> Array:
     raise ValueError(f"latent_dist must be one of {LATENT_DISTS}, got {dist!r}")
 
 
-def _leaky(x):
-    return jnp.where(x >= 0, x, NEGATIVE_SLOPE * x)
-
 
 def sample_mixing(key: Array, spec: DomainSpec) -> dict:
     """Mixing parameters ``{"a", "b", "w", "support", "cond"}`` (pure, vmappable)."""
@@ -126,7 +123,7 @@ def sample_mixing(key: Array, spec: DomainSpec) -> dict:
 
 def mix(params: dict, z: Array) -> Array:
     """The mixing ``g``: ``[n] -> [n]``."""
-    return _leaky(params["w"] @ _leaky(params["a"] * z + params["b"]))
+    return leaky(params["w"] @ leaky(params["a"] * z + params["b"]))
 
 
 def sample_arrays(key: Array, spec: DomainSpec, num_samples: int, num_domains: Array | int | None = None) -> dict:

@@ -26,13 +26,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from mechind import rng
+from mechind.models import leaky  # slope 0.2, Brady et al.'s, shared with the models
 
 GENERATOR_VERSION = 1  # bump when a change to this module changes any drawn number
 
 Array = jax.Array
 
 LAYOUTS = ("chain", "shared")
-NEGATIVE_SLOPE = 0.2  # leaky-ReLU slope of the generator (Brady et al.)
 CANDIDATES = 8  # weight draws per seed; the best-conditioned one is kept
 
 
@@ -139,9 +139,6 @@ def latent_mask(spec: SlotSpec) -> np.ndarray:
     return np.repeat(spec.support, spec.slot_dim, axis=1)
 
 
-def _leaky(x: Array) -> Array:
-    return jnp.where(x >= 0, x, NEGATIVE_SLOPE * x)
-
 
 def _uniform_normalised(key: Array, shape: tuple[int, ...], mask: Array) -> Array:
     w = jax.random.uniform(key, shape, minval=-1.0, maxval=1.0) * mask
@@ -177,7 +174,7 @@ def sample_generator(key: Array, spec: SlotSpec) -> dict:
 
 def generate(params: dict, z: Array) -> Array:
     """The generator ``g``: ``[d] -> [d_x]`` (use under vmap for batches)."""
-    return _leaky(params["w2"] @ _leaky(params["w1"] @ z))
+    return leaky(params["w2"] @ leaky(params["w1"] @ z))
 
 
 def sample_latents(key: Array, spec: SlotSpec, num_samples: int, cov_key: Array | None = None) -> Array:
