@@ -27,6 +27,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from mechind import rng
+from mechind.data import condition_number
 from mechind.models import leaky  # slope 0.2, Brady et al.'s, shared with the models
 
 GENERATOR_VERSION = 1  # bump when a change to this module changes any drawn number
@@ -111,12 +112,7 @@ def sample_mixing(key: Array, spec: DomainSpec) -> dict:
     off = sign * jax.random.uniform(kw, (CANDIDATES, n, n), minval=OFF_RANGE[0], maxval=OFF_RANGE[1])
     diag = jax.random.uniform(kd, (CANDIDATES, n), minval=DIAG_RANGE[0], maxval=DIAG_RANGE[1])
     w = jnp.where(jnp.eye(n, dtype=bool), diag[:, :, None] * jnp.eye(n), off) * support
-
-    def cond(m):
-        ev = jnp.linalg.eigvalsh(m.T @ m)
-        return jnp.sqrt(ev[-1] / jnp.maximum(ev[0], 1e-30))
-
-    c = jax.vmap(cond)(w)
+    c = jax.vmap(condition_number)(w)
     best = jnp.argmin(c)
     return {"a": a, "b": b, "w": w[best], "support": support, "cond": c[best]}
 

@@ -145,7 +145,7 @@ def _uniform_normalised(key: Array, shape: tuple[int, ...], mask: Array) -> Arra
     return w / jnp.linalg.norm(w, axis=-2, keepdims=True)
 
 
-def _condition(w: Array) -> Array:
+def condition_number(w: Array) -> Array:
     """2-norm condition number of a tall ``w``, from the eigenvalues of ``w^T w``
     (compiles far faster than an SVD on CPU)."""
     ev = jnp.linalg.eigvalsh(w.T @ w)
@@ -166,7 +166,7 @@ def sample_generator(key: Array, spec: SlotSpec) -> dict:
     k1, k2 = jax.random.split(key)
     w1 = _uniform_normalised(k1, (CANDIDATES, d, d), block)
     w2 = _uniform_normalised(k2, (CANDIDATES, spec.obs_dim, d), mask2)
-    cond = jnp.maximum(jax.vmap(_condition)(w1), jax.vmap(_condition)(w2))
+    cond = jnp.maximum(jax.vmap(condition_number)(w1), jax.vmap(condition_number)(w2))
     cands = {"w1": w1, "w2": w2, "cond": cond}
     best = jnp.argmin(cond)
     return jax.tree.map(lambda a: a[best], cands)
