@@ -266,90 +266,148 @@ def run_group(
     return _concat_results(parts)
 
 
-def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkpoint_dir, progress: bool,
-              shard: bool, max_chunks: int | None, data: PyTree | None) -> GroupResult:
-    """All of ``keys``' runs as one compiled, vmapped program (see :func:`run_group`)."""
-    r = keys.shape[0]
-    t0 = time.perf_counter()
+@dataclasses.dataclass(frozen=True)
+class Plan:
+    """How R runs are laid out on the devices: padded to ``total`` (a multiple of the
+    devices the run axis is sharded over), with ``place`` putting a tree there."""
+
+    runs: int
+    total: int
+    sharding: Any  # a NamedSharding over the run axis, or None on one device
+
+    def place(self, tree: PyTree) -> PyTree:
+        return tree if self.sharding is None else jax.device_put(tree, self.sharding)
+
+    def pad(self, tree: PyTree) -> PyTree:
+        return _pad_runs(tree, self.total)
+
+    def trim(self, a) -> np.ndarray:
+        return np.asarray(a)[: self.runs]
+
+
+def plan_runs(runs: int, shard: bool) -> Plan:
+    """The :class:`Plan` of ``runs`` runs, sharded over every local device when ``shard``."""
     n_dev = jax.local_device_count() if shard else 1
-    total = int(math.ceil(r / n_dev) * n_dev)
-    keys_p, hp_p = _pad_runs(keys, total), _pad_runs(hparams, total)
-    sharding = NamedSharding(run_mesh(), P("runs")) if shard and n_dev > 1 else None
-    place = (lambda t: jax.device_put(t, sharding)) if sharding is not None else (lambda t: t)  # noqa: E731
-    keys_p, hp_p = place((keys_p, hp_p))
+    total = int(math.ceil(runs / n_dev) * n_dev)
+    return Plan(runs, total, NamedSharding(run_mesh(), P("runs")) if shard and n_dev > 1 else None)
 
-    data = place(jax.jit(jax.vmap(task.make_data))(keys_p) if data is None else _pad_runs(data, total))
-    state = jax.jit(jax.vmap(task.init))(keys_p, data, hp_p)
-    # (state, failed_at) is what a checkpoint holds; failed_at = -1 while a run is healthy
-    carry = place({"state": state, "failed_at": jnp.full((total,), -1, jnp.int32),
-                   "last_loss": jnp.zeros((total,), jnp.float32)})
 
-    ckpt, start = None, 0
-    if checkpoint_dir is not None:
-        ckpt, start, restored = _resume(checkpoint_dir, carry)
-        carry = carry if restored is None else restored
-    resumed_from = start
+def compile_chunk(task: Task, length: int, plan: Plan, carry: PyTree, data: PyTree, hparams: PyTree) -> Callable:
+    """``(carry, data, hparams, step0) -> (carry, mean loss per run [total])``: ``length``
+    steps of every run as one compiled program (ahead of time, so compile time is measured
+    apart from training). The carry is ``{"state", "failed_at", "last_loss"}``; a run whose
+    loss went non-finite gets ``failed_at`` = the end of the chunk where that was seen."""
+    def run_chunk(c, data, hp, step0):
+        st, losses = jax.vmap(lambda s, d, h: scan_steps(task, s, d, h, step0, length))(c["state"], data, hp)
+        bad = ~jnp.all(jnp.isfinite(losses), axis=1)
+        failed_at = jnp.where((c["failed_at"] < 0) & bad, step0 + length, c["failed_at"])
+        return {"state": st, "failed_at": failed_at, "last_loss": losses[:, -1]}, jnp.mean(losses, 1)
 
-    chunk_fns: dict[int, Callable] = {}
+    # the carry keeps the run sharding from chunk to chunk
+    kw = {"out_shardings": plan.sharding} if plan.sharding is not None else {}
+    return jax.jit(run_chunk, donate_argnums=0, **kw).lower(carry, data, hparams, jnp.int32(0)).compile()
 
-    def chunk_fn(length: int):
-        if length not in chunk_fns:
-            def run_chunk(c, data, hp, step0):
-                st, losses = jax.vmap(lambda s, d, h: scan_steps(task, s, d, h, step0, length))(
-                    c["state"], data, hp)
-                bad = ~jnp.all(jnp.isfinite(losses), axis=1)
-                failed_at = jnp.where((c["failed_at"] < 0) & bad, step0 + length, c["failed_at"])
-                return {"state": st, "failed_at": failed_at, "last_loss": losses[:, -1]}, jnp.mean(losses, 1)
-            # compiled ahead of time so compile time is measured apart from training
-            # the carry keeps the run sharding from chunk to chunk
-            jitted = jax.jit(run_chunk, donate_argnums=0, out_shardings=sharding) if sharding is not None \
-                else jax.jit(run_chunk, donate_argnums=0)
-            chunk_fns[length] = jitted.lower(carry, data, hp_p, jnp.int32(0)).compile()
-        return chunk_fns[length]
 
-    bar = None
-    if progress:
+class ProgressHook:
+    """A tqdm bar over steps, with the runs' mean last loss and the number failed."""
+
+    def __init__(self, task: Task, start: int, runs: int):
         from tqdm.auto import tqdm
-        bar = tqdm(total=task.num_steps, initial=start, desc=task.name, unit="step", leave=False,
-                   dynamic_ncols=True)
-    if start < task.num_steps:
-        chunk_fn(min(chunk_steps, task.num_steps - start))
-    compile_s = time.perf_counter() - t0
+
+        self.runs = runs
+        self.bar = tqdm(total=task.num_steps, initial=start, desc=task.name, unit="step", leave=False,
+                        dynamic_ncols=True)
+
+    def __call__(self, step: int, length: int, carry: PyTree) -> None:
+        n_failed = int(jnp.sum(carry["failed_at"][: self.runs] >= 0))
+        self.bar.set_postfix(loss=f"{float(jnp.nanmean(carry['last_loss'][: self.runs])):.4g}", failed=n_failed)
+        self.bar.update(length)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class CheckpointHook:
+    """The carry saved after every chunk (see :func:`_resume` for the way back)."""
+
+    def __init__(self, ckpt: _Checkpointer):
+        self.ckpt = ckpt
+
+    def __call__(self, step: int, length: int, carry: PyTree) -> None:
+        self.ckpt.save(step, carry)
+
+    def close(self) -> None:
+        self.ckpt.close()
+
+
+def host_loop(task: Task, chunk: Callable[[int], Callable], carry: PyTree, data: PyTree, hparams: PyTree,
+              start: int, chunk_steps: int, hooks: list, max_chunks: int | None = None) -> tuple[PyTree, list, float]:
+    """Drive the compiled chunks from step ``start`` to ``task.num_steps`` (or ``max_chunks``
+    chunks), calling every hook ``(step, length, carry)`` after each chunk and closing them
+    at the end. Returns ``(carry, per-chunk mean losses [total] each, training seconds)``."""
     t_train, chunks, history = 0.0, 0, []
     try:
         while start < task.num_steps and (max_chunks is None or chunks < max_chunks):
             length = min(chunk_steps, task.num_steps - start)
-            fn = chunk_fn(length)  # a shorter last chunk compiles once more, here
+            fn = chunk(length)  # a shorter last chunk compiles once more, here
             t1 = time.perf_counter()
-            carry, chunk_loss = fn(carry, data, hp_p, jnp.int32(start))
+            carry, chunk_loss = fn(carry, data, hparams, jnp.int32(start))
             jax.block_until_ready(carry)
-            history.append(np.asarray(chunk_loss)[:r])
+            history.append(np.asarray(chunk_loss))
             t_train += time.perf_counter() - t1
             start += length
             chunks += 1
-            if ckpt is not None:
-                ckpt.save(start, carry)
-            if bar is not None:
-                n_failed = int(jnp.sum(carry["failed_at"][:r] >= 0))
-                bar.set_postfix(loss=f"{float(jnp.nanmean(carry['last_loss'][:r])):.4g}",
-                                failed=n_failed)
-                bar.update(length)
+            for hook in hooks:
+                hook(start, length, carry)
     finally:
-        if bar is not None:
-            bar.close()
-        if ckpt is not None:
-            ckpt.close()
+        for hook in hooks:
+            hook.close()
+    return carry, history, t_train
+
+
+def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkpoint_dir, progress: bool,
+              shard: bool, max_chunks: int | None, data: PyTree | None) -> GroupResult:
+    """All of ``keys``' runs as one compiled, vmapped program (see :func:`run_group`):
+    plan, data and init, resume, compile, the host loop, evaluate."""
+    t0 = time.perf_counter()
+    plan = plan_runs(keys.shape[0], shard)
+    keys_p, hp_p = plan.place((plan.pad(keys), plan.pad(hparams)))
+    data = plan.place(jax.jit(jax.vmap(task.make_data))(keys_p) if data is None else plan.pad(data))
+    state = jax.jit(jax.vmap(task.init))(keys_p, data, hp_p)
+    # (state, failed_at) is what a checkpoint holds; failed_at = -1 while a run is healthy
+    carry = plan.place({"state": state, "failed_at": jnp.full((plan.total,), -1, jnp.int32),
+                        "last_loss": jnp.zeros((plan.total,), jnp.float32)})
+    hooks, start = [], 0
+    if checkpoint_dir is not None:
+        ckpt, start, restored = _resume(checkpoint_dir, carry)
+        carry = carry if restored is None else restored
+        hooks.append(CheckpointHook(ckpt))
+    resumed_from = start
+    if progress:
+        hooks.append(ProgressHook(task, start, plan.runs))
+
+    compiled: dict[int, Callable] = {}
+
+    def chunk(length: int) -> Callable:
+        if length not in compiled:
+            compiled[length] = compile_chunk(task, length, plan, carry, data, hp_p)
+        return compiled[length]
+
+    if start < task.num_steps:
+        chunk(min(chunk_steps, task.num_steps - start))
+    compile_s = time.perf_counter() - t0
+    carry, history, t_train = host_loop(task, chunk, carry, data, hp_p, start, chunk_steps, hooks, max_chunks)
 
     t2 = time.perf_counter()
     metrics = jax.jit(jax.vmap(task.evaluate))(carry["state"], data, hp_p)
-    metrics = {k: np.asarray(v)[:r] for k, v in metrics.items()}
+    metrics = {k: plan.trim(v) for k, v in metrics.items()}
     eval_s = time.perf_counter() - t2
-    failed_at = np.asarray(carry["failed_at"])[:r]
+    failed_at = plan.trim(carry["failed_at"])
+    r = plan.runs
     return GroupResult(
-        metrics=metrics, failed=failed_at >= 0, failed_at=failed_at,
-        final_loss=np.asarray(carry["last_loss"])[:r],
+        metrics=metrics, failed=failed_at >= 0, failed_at=failed_at, final_loss=plan.trim(carry["last_loss"]),
         state=jax.tree.map(lambda a: a[:r], carry["state"]),
-        loss_history=np.stack(history, 1) if history else np.zeros((r, 0), np.float32),
+        loss_history=np.stack([h[:r] for h in history], 1) if history else np.zeros((r, 0), np.float32),
         compile_s=compile_s, train_s=t_train, eval_s=eval_s, resumed_from=resumed_from)
 
 
