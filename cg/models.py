@@ -5,8 +5,11 @@
 * ``gaussian``: iVAE's conditional Gaussian ``N(mu_u, diag sigma_u^2)`` (learned per domain).
 * ``standard``: ``N(0, I)`` (beta-VAE).
 
-Which method uses which prior, and whether the sparse-mixing penalty is on, is in
-:data:`METHODS`; alpha and beta are per-run numbers (vmapped), the prior is structural.
+Each prior is a :class:`Prior` subclass registered by name in :data:`PRIOR_CLASSES`
+(a new prior is one more subclass; the training code calls its ``init``, ``log_prob``
+and, where it has one, its closed-form ``kl``). Which method uses which prior, and
+whether the sparse-mixing penalty is on, is in :data:`METHODS`; alpha and beta are
+per-run numbers (vmapped), the prior is structural.
 """
 
 from __future__ import annotations
@@ -18,8 +21,6 @@ from cg import flows, losses
 from mechind.models import ACTIVATIONS as MLP_ACTIVATIONS, MLP
 
 Array = jax.Array
-
-PRIORS = ("flow", "gaussian", "standard")
 
 METHODS = {
     "cg_vae": dict(prior="flow", sparse=True, beta=1.0),
@@ -41,35 +42,103 @@ def make_nets(latent_dim: int, obs_dim: int, hidden: tuple[int, ...], activation
             MLP((*hidden, obs_dim), activation))
 
 
-def init_prior(key: Array, prior: str, max_domains: int, latent_dim: int, embed_dim: int, flow_hidden: int) -> dict:
-    """Prior parameters (an empty dict for the standard normal)."""
-    if prior == "flow":
+class Prior:
+    """The interface of a domain-conditional prior ``p(z | u)``: a new prior is a subclass
+    registered in :data:`PRIOR_CLASSES`. Parameters are a dict pytree (vmapped per run)."""
+
+    closed_form_kl = False  # whether :meth:`kl` exists (else the ELBO uses a one-sample KL)
+
+    def __init__(self, latent_dim: int, max_domains: int, embed_dim: int = 16, flow_hidden: int = 8):
+        self.latent_dim, self.max_domains = latent_dim, max_domains
+        self.embed_dim, self.flow_hidden = embed_dim, flow_hidden
+
+    def init(self, key: Array) -> dict:
+        raise NotImplementedError
+
+    def log_prob(self, params: dict, z: Array, u: Array) -> Array:
+        """``log p(z | u)``: ``z [B, n]``, ``u int [B]`` -> ``[B]``."""
+        raise NotImplementedError
+
+    def kl(self, params: dict, mu: Array, log_var: Array, u: Array, tril: Array | None = None) -> Array:
+        """``KL(q || p(z|u))`` in closed form, ``[B]`` (:func:`prior_kl`)."""
+        raise ValueError(f"no closed-form KL for the {type(self).__name__}")
+
+
+class FlowPrior(Prior):
+    """CG-VAE's: ``log N(F_u(z); 0, I) + log|det dF_u/dz|``, F_u a component-wise deep
+    sigmoid flow whose parameters come from an embedding of u."""
+
+    def init(self, key):
         k1, k2 = jax.random.split(key)
-        out = 3 * latent_dim * flow_hidden
-        return {"table": jax.random.normal(k1, (max_domains, embed_dim)),
-                "proj": jax.random.normal(k2, (embed_dim, out)) * 0.1 / jnp.sqrt(embed_dim),
+        out = 3 * self.latent_dim * self.flow_hidden
+        return {"table": jax.random.normal(k1, (self.max_domains, self.embed_dim)),
+                "proj": jax.random.normal(k2, (self.embed_dim, out)) * 0.1 / jnp.sqrt(self.embed_dim),
                 "bias": jnp.zeros((out,))}
-    if prior == "gaussian":
-        return {"mu": 0.1 * jax.random.normal(key, (max_domains, latent_dim)),
-                "log_var": jnp.zeros((max_domains, latent_dim))}
-    if prior == "standard":
-        return {}
-    raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+
+    def log_prob(self, params, z, u):
+        return flows.conditional_log_prob(params, z, u, self.flow_hidden)
 
 
-def prior_log_prob(prior: str, params: dict, z: Array, u: Array, flow_hidden: int) -> Array:
-    """``log p(z | u)``: ``z [B, n]``, ``u int [B]`` -> ``[B]``."""
-    if prior == "flow":
-        return flows.conditional_log_prob(params, z, u, flow_hidden)
-    if prior == "gaussian":
+def _gaussian_kl(m, lv, mu, log_var, tril):
+    var = jnp.exp(log_var) if tril is None else jnp.sum(tril ** 2, -1)  # diag of L L^T
+    return 0.5 * jnp.sum(lv - log_var + (var + (mu - m) ** 2) / jnp.exp(lv) - 1.0, -1)
+
+
+class GaussianPrior(Prior):
+    """iVAE's: ``N(mu_u, diag sigma_u^2)``, learned per domain."""
+
+    closed_form_kl = True
+
+    def init(self, key):
+        return {"mu": 0.1 * jax.random.normal(key, (self.max_domains, self.latent_dim)),
+                "log_var": jnp.zeros((self.max_domains, self.latent_dim))}
+
+    def log_prob(self, params, z, u):
         if not isinstance(u, jax.core.Tracer):
             from cg.data import check_domains
 
             check_domains(u, params["mu"].shape[0])
         return losses.gaussian_log_prob(z, params["mu"][u], params["log_var"][u])
-    if prior == "standard":
+
+    def kl(self, params, mu, log_var, u, tril=None):
+        return _gaussian_kl(params["mu"][u], params["log_var"][u], mu, log_var, tril)
+
+
+class StandardPrior(Prior):
+    """beta-VAE's ``N(0, I)``, the same for every domain."""
+
+    closed_form_kl = True
+
+    def init(self, key):
+        return {}
+
+    def log_prob(self, params, z, u):
         return jnp.sum(flows.std_normal_log_prob(z), -1)
-    raise ValueError(f"prior must be one of {PRIORS}, got {prior!r}")
+
+    def kl(self, params, mu, log_var, u, tril=None):
+        return _gaussian_kl(jnp.zeros_like(mu), jnp.zeros_like(log_var), mu, log_var, tril)
+
+
+PRIOR_CLASSES: dict[str, type[Prior]] = {"flow": FlowPrior, "gaussian": GaussianPrior, "standard": StandardPrior}
+PRIORS = tuple(PRIOR_CLASSES)  # the built-in ones
+
+
+def make_prior(prior: str, latent_dim: int, max_domains: int, embed_dim: int = 16, flow_hidden: int = 8) -> Prior:
+    """The :class:`Prior` registered under ``prior``."""
+    if prior not in PRIOR_CLASSES:
+        raise ValueError(f"prior must be one of {tuple(PRIOR_CLASSES)}, got {prior!r}")
+    return PRIOR_CLASSES[prior](latent_dim, max_domains, embed_dim, flow_hidden)
+
+
+# the function forms, kept for callers of the first API (they build the prior and call it)
+def init_prior(key: Array, prior: str, max_domains: int, latent_dim: int, embed_dim: int, flow_hidden: int) -> dict:
+    """Prior parameters (an empty dict for the standard normal)."""
+    return make_prior(prior, latent_dim, max_domains, embed_dim, flow_hidden).init(key)
+
+
+def prior_log_prob(prior: str, params: dict, z: Array, u: Array, flow_hidden: int) -> Array:
+    """``log p(z | u)``: ``z [B, n]``, ``u int [B]`` -> ``[B]``."""
+    return make_prior(prior, z.shape[-1], 0, flow_hidden=flow_hidden).log_prob(params, z, u)
 
 
 def prior_kl(prior: str, params: dict, mu: Array, log_var: Array, u: Array, tril: Array | None = None) -> Array:
@@ -80,11 +149,4 @@ def prior_kl(prior: str, params: dict, mu: Array, log_var: Array, u: Array, tril
     For the Gaussian priors only (a flow prior has no closed form); the one-sample
     estimate of :func:`cg.losses.negative_elbo` has the same expectation, more variance.
     """
-    if prior == "gaussian":
-        m, lv = params["mu"][u], params["log_var"][u]
-    elif prior == "standard":
-        m, lv = jnp.zeros_like(mu), jnp.zeros_like(log_var)
-    else:
-        raise ValueError(f"no closed-form KL for prior {prior!r}")
-    var = jnp.exp(log_var) if tril is None else jnp.sum(tril ** 2, -1)  # diag of L L^T
-    return 0.5 * jnp.sum(lv - log_var + (var + (mu - m) ** 2) / jnp.exp(lv) - 1.0, -1)
+    return make_prior(prior, mu.shape[-1], 0).kl(params, mu, log_var, u, tril)

@@ -70,7 +70,8 @@ class CGConfig:
         checks = [
             (1 <= self.num_domains <= self.max_domains,
              f"num_domains must lie in [1, max_domains={self.max_domains}], got {self.num_domains}"),
-            (self.prior in models.PRIORS, f"prior must be one of {models.PRIORS}, got {self.prior!r}"),
+            (self.prior in models.PRIOR_CLASSES,
+             f"prior must be one of {tuple(models.PRIOR_CLASSES)}, got {self.prior!r}"),
             (self.penalty in ("exact", "fd"), f"penalty must be 'exact' or 'fd', got {self.penalty!r}"),
             (self.penalty_units in losses.UNITS,
              f"penalty_units must be one of {losses.UNITS}, got {self.penalty_units!r}"),
@@ -150,6 +151,7 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
     enc, dec = models.make_nets(n, obs_dim, c.hidden, c.activation, extra_outputs=n_off)
     in_dim = obs_dim + (num_domains if c.encoder_u else 0)
     rows, cols = jnp.tril_indices(n, -1)
+    prior = models.make_prior(c.prior, n, num_domains, c.embed_dim, c.flow_hidden)
 
     def enc_input(x, u):
         return jnp.concatenate([x, jax.nn.one_hot(u, num_domains)], -1) if c.encoder_u else x
@@ -178,7 +180,7 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
         ke, kd, kp = jax.random.split(jax.random.fold_in(key, 1), 3)
         params = {"enc": enc.init(ke, jnp.zeros((in_dim,)))["params"],
                   "dec": dec.init(kd, jnp.zeros((n,)))["params"],
-                  "prior": models.init_prior(kp, c.prior, num_domains, n, c.embed_dim, c.flow_hidden)}
+                  "prior": prior.init(kp)}
         if c.learn_obs_var:  # one scalar decoder log-variance, initialised at obs_var
             params["obs_log_var"] = jnp.log(jnp.float32(c.obs_var))
         return {"params": params, "opt": optax.adam(hp["lr"]).init(params),
@@ -190,11 +192,11 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
         eps = jax.random.normal(key, mu.shape)
         z = mu + (jnp.exp(0.5 * log_var) * eps if tril is None else jnp.einsum("bij,bj->bi", tril, eps))
         x_hat = jax.vmap(lambda v: decode(params, v))(z)
-        if c.kl == "analytic" and c.prior != "flow":
-            kl = models.prior_kl(c.prior, params["prior"], mu, log_var, u, tril)
+        if c.kl == "analytic" and prior.closed_form_kl:
+            kl = prior.kl(params["prior"], mu, log_var, u, tril)
             loss = losses.negative_elbo_analytic(x, x_hat, kl, hp["beta"], obs_var)
         else:
-            log_prior = models.prior_log_prob(c.prior, params["prior"], z, u, c.flow_hidden)
+            log_prior = prior.log_prob(params["prior"], z, u)
             if tril is None:
                 loss, _ = losses.negative_elbo(x, x_hat, z, mu, log_var, log_prior, hp["beta"], obs_var)
             else:  # log q(z|x) = log N(eps; 0, I) - log|det L|, det L = prod_i L_ii
