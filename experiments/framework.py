@@ -23,6 +23,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import time
+import types
 import typing
 from pathlib import Path
 from typing import Any, Callable, Mapping
@@ -53,16 +54,12 @@ class Experiment:
         return main(self, argv)
 
 
-def _field_types(cls) -> dict:
-    return typing.get_type_hints(cls)
-
-
 def _parser_type(tp):
     """``(argparse type, nargs)`` of a config field's annotation."""
     origin, args = typing.get_origin(tp), typing.get_args(tp)
     if origin is tuple:
         return args[0], "+"
-    if origin in (typing.Union, getattr(__import__("types"), "UnionType", None)):
+    if origin in (typing.Union, types.UnionType):  # "int | None": the optional's own type
         inner = [a for a in args if a is not type(None)]
         return _parser_type(inner[0])
     if tp is bool:
@@ -73,7 +70,7 @@ def _parser_type(tp):
 def add_config_args(ap: argparse.ArgumentParser, cls) -> None:
     """One option per field of the config dataclass ``cls``; the default ``None`` means
     "the preset's value", which the help shows."""
-    hints = _field_types(cls)
+    hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
         kind, nargs = _parser_type(hints[f.name])
         choices = f.metadata.get("choices")
