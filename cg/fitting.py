@@ -273,7 +273,7 @@ def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, tru
             # evenly spread over the dataset (user data and iVAE's protocol come sorted by domain:
             # the first points would all be from one domain, with that domain's latent spread)
             m = mu[jacobian_rows(num_samples)]
-            dec = lambda v: model.decode(state["params"], v) @ hp["out_map"]  # noqa: E731
+            dec = lambda v: model.decode(state["params"], v) @ hp.out_map  # noqa: E731
             jac = derivatives.jacobian(dec, m, mode="fwd")  # [B, d_x, n]
             out["jac_abs"] = jnp.mean(jnp.abs(jac), 0) * jnp.std(m, 0)[None, :]  # per latent std
             out["support"] = data["support"]
@@ -297,7 +297,7 @@ class Prepared:
     num_domains: int
     out_map: np.ndarray
 
-    def hparams(self, alphas=None, betas=None) -> dict:
+    def hparams(self, alphas=None, betas=None) -> cg_train.HParams:
         """Per-run numbers, and ``out_map [R, d_x, d_x]``: preprocessed x -> z-scored observed
         coordinates, so a sparsity penalty is on the Jacobian in the data's own coordinates
         (whitening mixes them; this undoes it inside the penalty only). ``alphas``, ``betas``
@@ -311,7 +311,7 @@ class Prepared:
         if any(a > 0 for a in alphas) and not c.sparse:
             raise ValueError("alpha > 0 needs a config with the sparse-mixing penalty (sparse=True)")
         hp = cg_train.hparams(alphas, betas, [c.lr] * r, [self.num_domains] * r)
-        return {**hp, "out_map": jnp.asarray(self.out_map, jnp.float32)}
+        return hp._replace(out_map=jnp.asarray(self.out_map, jnp.float32))
 
 
 def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten", num_domains: int | None = None,

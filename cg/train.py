@@ -108,10 +108,20 @@ class CGConfig:
         return dataclasses.replace(self, **kw)
 
 
-def hparams(alphas, betas, lrs, domains) -> dict:
+class HParams(NamedTuple):
+    """Per-run numbers of a CG run (a pytree: a leading run axis in a sweep, vmapped)."""
+
+    alpha: Array  # sparse-mixing weight
+    beta: Array  # KL weight
+    lr: Array  # Adam step size
+    domains: Array  # int: domains a synthetic run uses (make_task); the domain-table size for cg.fit
+    out_map: Array | None = None  # [d_x, d_x] decoder output -> the coordinates the penalty is about
+
+
+def hparams(alphas, betas, lrs, domains) -> HParams:
     """Per-run numbers with a leading run axis."""
-    return {"alpha": jnp.asarray(alphas, jnp.float32), "beta": jnp.asarray(betas, jnp.float32),
-            "lr": jnp.asarray(lrs, jnp.float32), "domains": jnp.asarray(domains, jnp.int32)}
+    return HParams(jnp.asarray(alphas, jnp.float32), jnp.asarray(betas, jnp.float32), jnp.asarray(lrs, jnp.float32),
+                   jnp.asarray(domains, jnp.int32))
 
 
 class Model(NamedTuple):
@@ -183,7 +193,7 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
                   "prior": prior.init(kp)}
         if c.learn_obs_var:  # one scalar decoder log-variance, initialised at obs_var
             params["obs_log_var"] = jnp.log(jnp.float32(c.obs_var))
-        return {"params": params, "opt": optax.adam(hp["lr"]).init(params),
+        return {"params": params, "opt": optax.adam(hp.lr).init(params),
                 "key": rng.to_data(jax.random.fold_in(key, 2))}
 
     def loss_fn(params, x, u, key, hp, alpha):
@@ -194,20 +204,20 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
         x_hat = jax.vmap(lambda v: decode(params, v))(z)
         if c.kl == "analytic" and prior.closed_form_kl:
             kl = prior.kl(params["prior"], mu, log_var, u, tril)
-            loss = losses.negative_elbo_analytic(x, x_hat, kl, hp["beta"], obs_var)
+            loss = losses.negative_elbo_analytic(x, x_hat, kl, hp.beta, obs_var)
         else:
             log_prior = prior.log_prob(params["prior"], z, u)
             if tril is None:
-                loss, _ = losses.negative_elbo(x, x_hat, z, mu, log_var, log_prior, hp["beta"], obs_var)
+                loss, _ = losses.negative_elbo(x, x_hat, z, mu, log_var, log_prior, hp.beta, obs_var)
             else:  # log q(z|x) = log N(eps; 0, I) - log|det L|, det L = prod_i L_ii
                 log_q = losses.gaussian_log_prob(eps, 0.0, 0.0) - 0.5 * jnp.sum(log_var, -1)
-                loss = losses.negative_elbo_from_log_q(x, x_hat, log_q, log_prior, hp["beta"], obs_var)
+                loss = losses.negative_elbo_from_log_q(x, x_hat, log_q, log_prior, hp.beta, obs_var)
         if c.learn_obs_var:  # the Gaussian likelihood's normaliser, constant (and dropped) when obs_var is fixed
             loss = loss + 0.5 * x.shape[-1] * params["obs_log_var"]
         if c.sparse:
-            # hp["out_map"] [d_x, d_x], when present, maps the decoder's (e.g. whitened) output to the
+            # hp.out_map [d_x, d_x], when present, maps the decoder's (e.g. whitened) output to the
             # observed coordinates the sparsity is about (standardized), so the penalty is on their Jacobian
-            out = (lambda v: decode(params, v) @ hp["out_map"]) if "out_map" in hp else (lambda v: decode(params, v))
+            out = (lambda v: decode(params, v) @ hp.out_map) if hp.out_map is not None else (lambda v: decode(params, v))
             loss = loss + alpha * losses.sparse_mixing_penalty(out, z, c.penalty,
                                                                c.fd_step, c.penalty_units)
         return loss
@@ -216,10 +226,10 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
         kz = jax.random.fold_in(rng.from_data(state["key"]), i)
         kz = jax.random.split(kz)[1]
         # a warm-up fine-tunes with the penalty from an ELBO solution (as the CG GAN code does)
-        alpha = jnp.where(i >= c.sparse_warmup, hp["alpha"], 0.0)
+        alpha = jnp.where(i >= c.sparse_warmup, hp.alpha, 0.0)
         warm = jnp.minimum(1.0, (i + 1.0) / c.kl_warmup) if c.kl_warmup else 1.0
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x, u, kz, {**hp, "beta": hp["beta"] * warm}, alpha)
-        opt_def = optax.adam(lr_schedule(c, hp["lr"])(i))
+        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x, u, kz, hp._replace(beta=hp.beta * warm), alpha)
+        opt_def = optax.adam(lr_schedule(c, hp.lr)(i))
         updates, opt = opt_def.update(grads, state["opt"], state["params"])
         return {**state, "params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
 
@@ -254,11 +264,11 @@ def make_task(config: CGConfig) -> runner.Task:
     def step(state, data, hp, i):
         kb = jax.random.split(jax.random.fold_in(rng.from_data(state["key"]), i))[0]
         idx = jax.random.randint(kb, (c.batch_size,), 0, c.num_train)
-        _, u, x = samples(data, hp["domains"], idx)
+        _, u, x = samples(data, hp.domains, idx)
         return model.update(state, x, u, hp, i)
 
     def evaluate(state, data, hp):
-        z, u, x = samples(data, hp["domains"], jnp.arange(c.num_train, n_all))
+        z, u, x = samples(data, hp.domains, jnp.arange(c.num_train, n_all))
         mu = model.encode(state["params"], x, u)
         decode = lambda v: model.decode(state["params"], v)  # noqa: E731
         true_mix = lambda v: (cg_data.mix(data["mixing"], v) - data["x_mean"]) / data["x_std"]  # noqa: E731
@@ -284,8 +294,8 @@ def train(key: Array, config: CGConfig) -> tuple[dict, dict]:
     """One run as a pure function: ``(state, metrics)``; metrics include ``mcc`` and
     ``mcc_identity`` (the MCC of the observations themselves)."""
     task = make_task(config)
-    hp = {"alpha": jnp.float32(config.alpha), "beta": jnp.float32(config.beta),
-          "lr": jnp.float32(config.lr), "domains": jnp.int32(config.num_domains)}
+    hp = HParams(jnp.float32(config.alpha), jnp.float32(config.beta), jnp.float32(config.lr),
+                 jnp.int32(config.num_domains))
     state, m = jax.jit(runner.make_train(task))(key, hp)
     m = dict(m)
     m["mcc"] = metrics.mcc_from_corr(m["corr"])

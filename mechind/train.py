@@ -13,7 +13,7 @@ Many runs at once go through :mod:`mechind.runner` (see ``experiments/mechind_ov
 from __future__ import annotations
 
 import dataclasses
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -133,7 +133,7 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
 
     ``with_contrast`` (default: ``config.lam > 0``) is static: a group without it never
     computes the decoder Jacobian; a group with it vmaps any lambda >= 0.
-    Per-run hparams: ``{"lam": scalar, "lr": scalar}``.
+    Per-run hparams: :class:`HParams` (``lam``, ``lr``, optionally ``restart``).
     """
     if with_contrast is None:
         with_contrast = config.lam > 0
@@ -148,12 +148,12 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
         return {"x_train": arr["x"][:n_train], "x_val": arr["x"][n_train:], "z_val": arr["z"][n_train:]}
 
     def tx(hp):
-        return optax.adam(schedule(hp["lr"], config.num_steps, config.lr_drop))
+        return optax.adam(schedule(hp.lr, config.num_steps, config.lr_drop))
 
     def init(key, data, hp):
         k_init = jax.random.fold_in(key, 1)
-        if "restart" in hp:  # restart r > 0: another initialisation on the same data and batches
-            k_init = jnp.where(hp["restart"] > 0, jax.random.fold_in(k_init, hp["restart"]), k_init)
+        if hp.restart is not None:  # restart r > 0: another initialisation on the same data and batches
+            k_init = jnp.where(hp.restart > 0, jax.random.fold_in(k_init, hp.restart), k_init)
         params = models.init_autoencoder(k_init, enc, dec, spec.obs_dim, spec.latent_dim)
         return {"params": params, "opt": tx(hp).init(params), "key": rng.to_data(jax.random.fold_in(key, 2))}
 
@@ -172,7 +172,7 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
 
     def step(state, data, hp, i):
         idx = jax.random.randint(jax.random.fold_in(rng.from_data(state["key"]), i), (config.batch_size,), 0, n_train)
-        lam = lam_ramp(hp["lam"], i, config.num_steps, config.lam_warmup)
+        lam = lam_ramp(hp.lam, i, config.num_steps, config.lam_warmup)
         (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
             state["params"], data["x_train"][idx], lam)
         updates, opt = tx(hp).update(grads, state["opt"], state["params"])
@@ -191,7 +191,7 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
         # (it sees no latent truth and no validation data)
         x_ref = data["x_train"][:min(config.norm_ref, n_train)]
         z_ref = latents(p, x_ref, x_ref)
-        objective = losses.mse(x_ref, dec.apply({"params": p["dec"]}, z_ref)) + hp["lam"] * \
+        objective = losses.mse(x_ref, dec.apply({"params": p["dec"]}, z_ref)) + hp.lam * \
             losses.decoder_contrast(decode, z_ref[:m], sizes)
         return {
             "sis_r2": metrics.sis_r2_matrix(data["z_val"], z_hat.reshape(n_val, spec.num_slots, spec.slot_dim),
@@ -229,13 +229,20 @@ def contrast_diagnostics(decode, z_hat: Array, x: Array, slot_sizes, num_points:
             "latent_std": z_std}
 
 
-def hparams(lams: Sequence[float], lrs: Sequence[float], restarts: Sequence[int] | None = None) -> dict:
-    """Per-run hyper-parameters as arrays with a leading run axis; ``restarts`` (default all
-    0) index further initialisations of a seed on the same data."""
-    hp = {"lam": jnp.asarray(lams, jnp.float32), "lr": jnp.asarray(lrs, jnp.float32)}
-    if restarts is not None:
-        hp["restart"] = jnp.asarray(restarts, jnp.int32)
-    return hp
+class HParams(NamedTuple):
+    """Per-run hyper-parameters of the slot autoencoder (a pytree: a leading run axis in a
+    sweep, vmapped by the runner)."""
+
+    lam: Array  # compositional-contrast weight
+    lr: Array  # Adam step size
+    restart: Array | None = None  # int; r > 0: another initialisation on the same data and batches
+
+
+def hparams(lams: Sequence[float], lrs: Sequence[float], restarts: Sequence[int] | None = None) -> HParams:
+    """Per-run hyper-parameters as arrays with a leading run axis; ``restarts`` (default
+    none) index further initialisations of a seed on the same data."""
+    return HParams(jnp.asarray(lams, jnp.float32), jnp.asarray(lrs, jnp.float32),
+                   None if restarts is None else jnp.asarray(restarts, jnp.int32))
 
 
 def select_restarts(records: Sequence[dict], group_keys: Sequence[str], key: str = "objective") -> list[dict]:
@@ -272,6 +279,5 @@ def train(key: Array, config: SlotConfig) -> tuple[dict, dict]:
     ``key``: a key from :func:`mechind.rng.key` (fast to compile) or ``jax.random.PRNGKey``.
     """
     task = make_task(config)
-    state, m = jax.jit(runner.make_train(task))(key, {"lam": jnp.float32(config.lam),
-                                                      "lr": jnp.float32(config.lr)})
+    state, m = jax.jit(runner.make_train(task))(key, HParams(jnp.float32(config.lam), jnp.float32(config.lr)))
     return state, {**m, **finish(m)}

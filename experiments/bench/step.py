@@ -29,7 +29,7 @@ def step_times(k: int, scan_steps: int, torch_steps: int, repeats: int) -> list[
         cfg = _config(k, scan_steps)
         task = train.make_task(cfg, with_contrast=lam > 0)
         key = rng.key(0)
-        hp = {"lam": jnp.float32(lam), "lr": jnp.float32(cfg.lr)}
+        hp = train.HParams(jnp.float32(lam), jnp.float32(cfg.lr))
         data = jax.jit(task.make_data)(key)
         state = jax.jit(task.init)(key, data, hp)
         scan = jax.jit(lambda s: runner.scan_steps(task, s, data, hp, jnp.int32(0), scan_steps))

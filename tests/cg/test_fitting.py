@@ -153,7 +153,7 @@ def test_prepare_sizes_the_domain_table_and_takes_per_run_weights():
     with pytest.raises(ValueError, match="below the 3 domain labels"):
         fitting.prepare(d.x[None], d.u[None], method="ivae", latent_dim=3, num_domains=2)
     hp = p.hparams([0.0], [4.0])
-    assert float(hp["alpha"][0]) == 0.0 and float(hp["beta"][0]) == 4.0 and int(hp["domains"][0]) == 7
+    assert float(hp.alpha[0]) == 0.0 and float(hp.beta[0]) == 4.0 and int(hp.domains[0]) == 7
     with pytest.raises(ValueError, match="needs a config with the sparse-mixing penalty"):
         fitting.prepare(d.x[None], d.u[None], method="ivae", latent_dim=3).hparams([0.1], [1.0])
     with pytest.raises(ValueError, match="need 1 alphas"):

@@ -52,7 +52,7 @@ def test_chunked_runner_equals_pure_train():
     """
     cfg = SMALL.replace(latent_norm="none")
     task = train.make_task(cfg, with_contrast=True)
-    hp = {"lam": jnp.float32(1.0), "lr": jnp.float32(cfg.lr)}
+    hp = train.HParams(jnp.float32(1.0), jnp.float32(cfg.lr))
     _, m = jax.jit(runner.make_train(task))(rng.key(3), hp)
     res = _group(cfg, [3], [1.0], chunk_steps=15)  # 40 = 15 + 15 + 10: uneven chunks
     np.testing.assert_allclose(res.metrics["sis_r2"][0], m["sis_r2"], rtol=1e-4, atol=1e-5)
