@@ -115,6 +115,9 @@ def test_cg_domains_end_to_end_and_resume(tmp_path):
                  "Gaussian prior: CG-VAE without flow minus iVAE"):
         assert text in md
     assert (tmp_path / "mcc_vs_domains.png").stat().st_size > 0
+    # the floor of support F1: every entry called an edge (6 edges of 9 at density 0.67, n = 3)
+    assert cg_domains.dense_guess_f1(cg_domains.Config()) == pytest.approx(2 * 6 / (6 + 9))
+    assert f"scores {2 * 6 / 15:.3f}" in md
     # a second invocation trains nothing; a changed width is a different group
     cg_domains.main(args)
     assert len(report.read_jsonl(tmp_path / "results.jsonl")) == len(recs)
