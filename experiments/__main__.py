@@ -37,7 +37,7 @@ class Part:
 # the registry: a new pipeline joins the report by adding its line here
 PARTS = (
     Part("criteria_hierarchy", "Criteria hierarchy on generators of known structure", criteria_hierarchy.main),
-    Part("mechind_overlap", "Mechanistic independence: SIS vs Jacobian-support overlap", mechind_overlap.main),
+    mechind_overlap.EXPERIMENT,
     cg_domains.EXPERIMENT,
 )
 
@@ -70,10 +70,8 @@ def main(argv=None) -> Path:
         res = part.main(argv_part)
         text = res.get("markdown") if isinstance(res, dict) and res.get("markdown") else \
             (out / part.name / "table.md").read_text()
-        extra = res.get("criteria") if isinstance(res, dict) else None
         sections.append(f"## {part.title}\n\n_{time.perf_counter() - t:.0f}s; files in `{out / part.name}`_\n\n"
                         + text.replace("\n# ", "\n### ").lstrip("# ")
-                        + (f"\nGenerators (fraction of points where each Type holds):\n\n{extra}" if extra else "")
                         + figure_links(out, part.name))
     dev = report.device_info()
     head = (f"# mechind report ({args.preset} preset)\n\nDevice: {dev['backend']} ({dev['device_kind']} "

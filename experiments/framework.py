@@ -62,8 +62,6 @@ def _parser_type(tp):
     if origin in (typing.Union, types.UnionType):  # "int | None": the optional's own type
         inner = [a for a in args if a is not type(None)]
         return _parser_type(inner[0])
-    if tp is bool:
-        return (lambda v: {"true": True, "false": False}[v.lower()]), None
     return tp, None
 
 
@@ -72,11 +70,15 @@ def add_config_args(ap: argparse.ArgumentParser, cls) -> None:
     "the preset's value", which the help shows."""
     hints = typing.get_type_hints(cls)
     for f in dataclasses.fields(cls):
+        help_text = f.metadata.get("help", "") + " (default: the preset's)"
+        if hints[f.name] is bool:  # --name / --no-name
+            ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action=argparse.BooleanOptionalAction,
+                            default=None, help=help_text)
+            continue
         kind, nargs = _parser_type(hints[f.name])
         choices = f.metadata.get("choices")
         ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, nargs=nargs, default=None,
-                        choices=choices, metavar=None if choices else f.name.upper(),
-                        help=f.metadata.get("help", "") + " (default: the preset's)")
+                        choices=choices, metavar=None if choices else f.name.upper(), help=help_text)
 
 
 def config_from_args(args: argparse.Namespace, preset) -> Any:
@@ -124,8 +126,8 @@ def main(exp: Experiment, argv=None) -> dict:
     if not args.report_only:
         sweep.run_sweep(groups, out, experiment=exp.name, preset=args.preset, chunk_steps=config.chunk_steps,
                         progress=not args.no_progress, fresh=args.fresh, max_runs_per_call=args.max_runs_per_call)
-    ids = {g.id for g in groups}
-    records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl")) if r.get("group") in ids]
+    ids = sweep.run_ids(groups)
+    records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl")) if r.get("run_id") in ids]
     if not records:
         raise SystemExit(f"no results in {out}/results.jsonl for these settings")
     info = {"preset": args.preset, "wall_s": time.perf_counter() - t0, "device": records[0]["device"]}

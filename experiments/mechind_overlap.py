@@ -18,27 +18,63 @@ share, and the latent scale per slot.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 from pathlib import Path
 
 import jax
 import numpy as np
 
-from experiments import sweep
+from experiments import framework, sweep
+from experiments.framework import setting
 from mechind import criteria, data as slot_data, report, train
 
 # bump when a record gains or changes a field, so older results are not mixed in
 RECORD_VERSION = 2
 
+@dataclasses.dataclass(frozen=True)
+class Config:
+    """Every setting of the experiment; presets are instances (validated on construction)."""
+
+    ks: tuple[int, ...] = setting((2, 3), "numbers of slots K")
+    lams: tuple[float, ...] = setting((0.0, 1e-2, 1.0), "compositional-contrast weights λ")
+    overlaps: tuple[float, ...] = setting((0.0, 0.25, 0.5), "Jacobian-support overlaps")
+    seeds: int = setting(3, "number of seeds (data and initialisation)")
+    steps: int = setting(6_000, "training steps per run")
+    num_train: int = setting(10_000, "training samples")
+    num_val: int = setting(2_000, "validation samples (SIS)")
+    restarts: int = setting(1, "initialisations per seed and λ on the same data; tables keep the one with the "
+                               "lowest training objective")
+    layout: str = setting("chain", "chain: overlap shared with the neighbouring slot; shared: with all slots",
+                          choices=slot_data.LAYOUTS)
+    dependent: bool = setting(False, "dependent latents z ~ N(0, Σ), Σ ~ Wishart (the density should not matter)")
+    decoder: str = setting("mlp", "decoder architecture", choices=("mlp", "additive"))
+    latent_norm: str = setting("batch", "batch: latents standardized over the batch (the contrast cannot be paid "
+                                        "by inflating them); none: Brady et al.'s raw form",
+                               choices=train.LATENT_NORMS)
+    chunk_steps: int = setting(2_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
+
+    def __post_init__(self):
+        if self.seeds < 1 or self.steps < 1 or self.restarts < 1 or self.chunk_steps < 1:
+            raise ValueError(f"--seeds, --steps, --restarts and --chunk-steps must be >= 1, got {self.seeds}, "
+                             f"{self.steps}, {self.restarts}, {self.chunk_steps}")
+        for k in self.ks:  # every slot config is validated before anything compiles
+            for ov in self.overlaps:
+                for lam in self.lams:
+                    self.slot_config().replace(num_slots=k, overlap=ov, lam=lam)
+
+    def slot_config(self) -> train.SlotConfig:
+        """The shared :class:`mechind.train.SlotConfig` (K and overlap set per group)."""
+        return train.SlotConfig(num_train=self.num_train, num_val=self.num_val, num_steps=self.steps,
+                                layout=self.layout, dependent=self.dependent, decoder=self.decoder,
+                                latent_norm=self.latent_norm)
+
+
 PRESETS = {
-    # Brady et al.'s protocol: 115,000 steps, batch 64, 72k/8k samples; MI paper's grid
-    "paper": dict(ks=(2, 3, 5), lams=(0.0, 1e-2, 1.0), overlaps=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
-                  seeds=5, steps=115_000, num_train=72_000, num_val=8_000, chunk=5_000, restarts=3),
     # minutes on a 2-core CPU: fewer K, overlaps, seeds and steps, a smaller validation set
-    "quick": dict(ks=(2, 3), lams=(0.0, 1e-2, 1.0), overlaps=(0.0, 0.25, 0.5),
-                  seeds=3, steps=6_000, num_train=10_000, num_val=2_000, chunk=2_000, restarts=1),
+    "quick": Config(),
+    # Brady et al.'s protocol: 115,000 steps, batch 64, 72k/8k samples; MI paper's grid
+    "paper": Config(ks=(2, 3, 5), overlaps=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5), seeds=5, steps=115_000,
+                    num_train=72_000, num_val=8_000, chunk_steps=5_000, restarts=3),
 }
 
 
@@ -143,76 +179,39 @@ def write_report(records: list[dict], out: Path, header: str) -> str:
     return text
 
 
-def main(argv=None) -> dict:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sweep.add_common_args(ap, "results/mechind_overlap")
-    ap.add_argument("--ks", type=int, nargs="+", default=None, help="numbers of slots K")
-    ap.add_argument("--lams", type=float, nargs="+", default=None, help="compositional-contrast weights λ")
-    ap.add_argument("--overlaps", type=float, nargs="+", default=None, help="Jacobian-support overlaps")
-    ap.add_argument("--layout", choices=slot_data.LAYOUTS, default="chain",
-                    help="chain: overlap shared with the neighbouring slot; shared: with all slots")
-    ap.add_argument("--dependent", action="store_true",
-                    help="dependent latents z ~ N(0, Σ), Σ ~ Wishart (the density should not matter)")
-    ap.add_argument("--decoder", choices=("mlp", "additive"), default="mlp", help="decoder architecture")
-    ap.add_argument("--restarts", type=int, default=None,
-                    help="initialisations per seed and λ on the same data; tables keep the one with the "
-                         "lowest training objective (default: the preset's; quick 1, paper 3)")
-    ap.add_argument("--latent-norm", choices=train.LATENT_NORMS, default="batch",
-                    help="batch: latents standardized over the batch (default; the contrast cannot be paid "
-                         "by inflating them); none: Brady et al.'s raw form")
-    args = ap.parse_args(argv)
-    p = dict(PRESETS[args.preset])
-    ks, lams, overlaps = args.ks or p["ks"], args.lams or p["lams"], args.overlaps or p["overlaps"]
-    try:  # every config is validated before anything compiles
-        n_seeds, steps = sweep.seeds_and_steps(args, p)
-        restarts = p["restarts"] if args.restarts is None else args.restarts
-        if restarts < 1:
-            raise ValueError(f"--restarts must be >= 1, got {restarts}")
-        base = train.SlotConfig(num_train=p["num_train"], num_val=p["num_val"], num_steps=steps,
-                                layout=args.layout, dependent=args.dependent, decoder=args.decoder,
-                                latent_norm=args.latent_norm)
-        for k in ks:
-            for ov in overlaps:
-                base.replace(num_slots=k, overlap=ov)
-        for lam in lams:
-            base.replace(lam=lam)
-    except ValueError as e:
-        ap.error(str(e))
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    if not args.report_only:
-        groups = build_groups(ks, lams, overlaps, list(range(n_seeds)), base, restarts)
-        sweep.run_sweep(groups, out, experiment="mechind_overlap", preset=args.preset,
-                        chunk_steps=args.chunk_steps or p["chunk"], progress=not args.no_progress,
-                        fresh=args.fresh, max_runs_per_call=args.max_runs_per_call)
-    records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl"))
-               if r["K"] in ks and r["overlap"] in overlaps and r["lam"] in lams and r["seed"] < n_seeds
-               and r["steps"] == steps and r["layout"] == args.layout and r["dependent"] == args.dependent
-               and r["decoder"] == args.decoder and r.get("restart", 0) < restarts
-               and r["config"]["latent_norm"] == args.latent_norm]
-    if not records:
-        raise SystemExit(f"no results in {out}/results.jsonl for these settings")
+def report_all(records: list[dict], c: Config, out: Path, info: dict) -> str:
+    """The best restart of each run, then the tables, figures and the generators' criteria."""
     trained = len(records)
     records = train.select_restarts(records, ("K", "overlap", "lam", "seed"))
-    dev = records[0]["device"]
-    wall = time.perf_counter() - t0
-    header = (f"# Mechanistic independence: SIS vs Jacobian-support overlap ({args.preset} preset)\n\n"
-              f"Preset {args.preset}: {steps} steps, batch {base.batch_size}, {n_seeds} seeds, "
-              f"{base.num_train} train / {base.num_val} validation samples, layout {args.layout}, "
-              f"{'dependent (Wishart)' if args.dependent else 'independent'} latents, {args.decoder} decoder, "
-              f"latents {'standardized over the batch' if args.latent_norm == 'batch' else 'raw (paper form)'}; "
+    dev, base = info["device"], c.slot_config()
+    header = (f"# Mechanistic independence: SIS vs Jacobian-support overlap ({info['preset']} preset)\n\n"
+              f"Preset {info['preset']}: {c.steps} steps, batch {base.batch_size}, {c.seeds} seeds, "
+              f"{c.num_train} train / {c.num_val} validation samples, layout {c.layout}, "
+              f"{'dependent (Wishart)' if c.dependent else 'independent'} latents, {c.decoder} decoder, "
+              f"latents {'standardized over the batch' if c.latent_norm == 'batch' else 'raw (paper form)'}; "
               f"device {dev['backend']} ({dev['device_kind']} x{dev['device_count']}). "
-              + (f"Best of {restarts} initialisations per seed and λ, chosen by the training objective "
-                 f"(MSE + λ·C_comp on training data; no latent truth). " if restarts > 1 else "")
+              + (f"Best of {c.restarts} initialisations per seed and λ, chosen by the training objective "
+                 f"(MSE + λ·C_comp on training data; no latent truth). " if c.restarts > 1 else "")
               + f"Train time {sum(r['train_s_per_run'] for r in records) * trained / len(records):.0f}s "
-              f"over {trained} runs; this invocation {wall:.0f}s.")
+              f"over {trained} runs; this invocation {info['wall_s']:.0f}s.")
     text = write_report(records, out, header)
-    crit = generator_criteria(ks, overlaps, base)
+    crit = generator_criteria(c.ks, c.overlaps, base)
     report.write_atomic(out / "criteria.md", "Which Types the generators satisfy (fraction of 64 points):\n\n" + crit)
-    print(text)
-    print("Generators:\n" + crit)
-    print(f"wrote {out}/table.md, table.csv, criteria.md, sis_vs_overlap.png, sis_vs_contrast.png")
-    return {"records": records, "markdown": text, "criteria": crit, "wall_s": wall}
+    return text + "\nGenerators (fraction of points where each Type holds):\n\n" + crit
+
+
+def make_groups(c: Config) -> list[sweep.Group]:
+    """The groups of a config (see :func:`build_groups`)."""
+    return build_groups(c.ks, c.lams, c.overlaps, list(range(c.seeds)), c.slot_config(), c.restarts)
+
+
+EXPERIMENT = framework.Experiment(
+    name="mechind_overlap", title="Mechanistic independence: SIS vs Jacobian-support overlap", doc=__doc__,
+    config=Config, presets=PRESETS, groups=make_groups, report=report_all)
+
+
+def main(argv=None) -> dict:
+    return EXPERIMENT.main(argv)
 
 
 if __name__ == "__main__":

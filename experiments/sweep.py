@@ -63,6 +63,12 @@ def _run_id(group: Group, run: dict) -> str:
     return group.id + ":" + json.dumps(run, sort_keys=True)
 
 
+def run_ids(groups: list[Group]) -> set[str]:
+    """The ids of every run of ``groups``: the records a sweep of exactly these settings owns
+    (a group's other runs, e.g. more seeds from an earlier invocation, are not among them)."""
+    return {_run_id(g, run) for g in groups for run in g.runs}
+
+
 def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, preset: str,
               chunk_steps: int = 1000, progress: bool = True, fresh: bool = False,
               max_runs_per_call: int | None = None, log=print) -> list[dict]:
@@ -187,31 +193,3 @@ def paired_table(records, row_key: str, col_key: str, value: str, baseline, col_
             cell.append(format_paired(cells[(row, c)]) if (row, c) in cells else "")
         body.append([row, *cell])
     return report.markdown_table([row_key, *[col_fmt.format(c) for c in cols]], body)
-
-
-def seeds_and_steps(args, preset: dict) -> tuple[int, int]:
-    """Seeds and steps of an invocation: the options where given, else the preset's."""
-    n_seeds = preset["seeds"] if args.seeds is None else args.seeds
-    steps = preset["steps"] if args.steps is None else args.steps
-    if n_seeds < 1:
-        raise ValueError(f"--seeds must be >= 1, got {n_seeds}")
-    if steps < 1:
-        raise ValueError(f"--steps must be >= 1, got {steps}")
-    return n_seeds, steps
-
-
-def add_common_args(ap, default_out: str) -> None:
-    """Options every sweep module shares."""
-    ap.add_argument("--preset", choices=("quick", "paper"), default="quick",
-                    help="quick: minutes on a 2-core CPU, same qualitative picture; "
-                         "paper: the published protocol (meant for a GPU)")
-    ap.add_argument("--seeds", type=int, default=None, help="number of seeds (default: the preset's)")
-    ap.add_argument("--steps", type=int, default=None, help="training steps per run (default: the preset's)")
-    ap.add_argument("--chunk-steps", type=int, default=None,
-                    help="steps per compiled chunk; progress, NaN checks and checkpoints happen between chunks")
-    ap.add_argument("--max-runs-per-call", type=int, default=None,
-                    help="train at most this many runs at once (to bound device memory)")
-    ap.add_argument("--out", default=default_out, help="output folder (results.jsonl, tables, figure)")
-    ap.add_argument("--fresh", action="store_true", help="discard earlier results and checkpoints in --out")
-    ap.add_argument("--no-progress", action="store_true", help="no progress bars")
-    ap.add_argument("--report-only", action="store_true", help="rebuild table and figure from results.jsonl")
