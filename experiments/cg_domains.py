@@ -86,7 +86,7 @@ class Config:
 
 
 PRESETS = {
-    # about 4 minutes on a 2-core CPU (252 s in the main job): n = 3 (2n + 1 = 7), narrower nets and a fifth of
+    # about 4 minutes on a 2-core CPU (240 s in the main job): n = 3 (2n + 1 = 7), narrower nets and a fifth of
     # cg.fit's steps, 5 seeds; density 0.67 is the diagonal and 3 more edges (at 0.5, one more
     # edge, the observations alone score MCC 0.89: nearly unmixed data measure nothing)
     "quick": Config(hidden=(32, 32)),
