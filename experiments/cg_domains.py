@@ -65,20 +65,15 @@ class Config:
     chunk_steps: int = setting(2_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
 
     def __post_init__(self):
-        checks = [
-            (self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}"),
-            (self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
+        framework.validate(
+            self,
             (min(self.domains) >= 1, f"--domains must be >= 1, got {self.domains}"),
             (min(self.domains) < 1 or not [d for d in self.domains if self.total % d],
              f"--total {self.total} must be divisible by every number of domains {self.domains}"),
             (0 < self.density <= 1, f"--density must lie in (0, 1], got {self.density}"),
             (1 <= self.latent_dim <= self.d_x, f"need 1 <= --latent-dim <= --obs-dim, got {self.latent_dim}, {self.d_x}"),
             (all(a >= 0 for a in self.alphas), f"--alphas must be >= 0, got {self.alphas}"),
-            (self.chunk_steps >= 1, f"--chunk-steps must be >= 1, got {self.chunk_steps}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        )
 
     @property
     def d_x(self) -> int:

@@ -38,6 +38,16 @@ def setting(default, help: str, choices=None):  # noqa: A002 (the argparse name)
     return dataclasses.field(default=default, metadata=meta)
 
 
+def validate(config, *checks: tuple[bool, str]) -> None:
+    """Raise ``ValueError`` with the message of the first failed check, after the checks
+    every config shares (``seeds``, ``steps`` and ``chunk_steps`` at least 1)."""
+    common = [(getattr(config, f) >= 1, f"--{f.replace('_', '-')} must be >= 1, got {getattr(config, f)}")
+              for f in ("seeds", "steps", "chunk_steps")]
+    for ok, msg in (*common, *checks):
+        if not ok:
+            raise ValueError(msg)
+
+
 @dataclasses.dataclass(frozen=True)
 class Experiment:
     """What an experiment supplies to the driver (module docstring)."""

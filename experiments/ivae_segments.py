@@ -44,17 +44,12 @@ class Config:
     chunk_steps: int = setting(5_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
 
     def __post_init__(self):
-        checks = [
-            (self.seeds >= 1, f"--seeds must be >= 1, got {self.seeds}"),
-            (self.steps >= 1, f"--steps must be >= 1, got {self.steps}"),
+        framework.validate(
+            self,
             (min(self.segments) >= 1, f"--segments must be >= 1, got {self.segments}"),
             (0 < self.density <= 1, f"--density must lie in (0, 1], got {self.density}"),
             (self.latent_dim >= 1 and self.per_segment >= 1, "--latent-dim and --per-segment must be >= 1"),
-            (self.chunk_steps >= 1, f"--chunk-steps must be >= 1, got {self.chunk_steps}"),
-        ]
-        for ok, msg in checks:
-            if not ok:
-                raise ValueError(msg)
+        )
 
 
 PRESETS = {

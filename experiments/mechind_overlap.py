@@ -54,9 +54,7 @@ class Config:
     chunk_steps: int = setting(2_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
 
     def __post_init__(self):
-        if self.seeds < 1 or self.steps < 1 or self.restarts < 1 or self.chunk_steps < 1:
-            raise ValueError(f"--seeds, --steps, --restarts and --chunk-steps must be >= 1, got {self.seeds}, "
-                             f"{self.steps}, {self.restarts}, {self.chunk_steps}")
+        framework.validate(self, (self.restarts >= 1, f"--restarts must be >= 1, got {self.restarts}"))
         for k in self.ks:  # every slot config is validated before anything compiles
             for ov in self.overlaps:
                 for lam in self.lams:
