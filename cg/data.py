@@ -26,9 +26,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechind import rng
-from mechind.data import condition_number
-from mechind.models import leaky  # slope 0.2, Brady et al.'s, shared with the models
+from mechind.core import rng
+from mechind.core.nets import condition_number
+from mechind.core.nets import leaky  # slope 0.2, Brady et al.'s, shared with the models
 
 GENERATOR_VERSION = 1  # bump when a change to this module changes any drawn number
 

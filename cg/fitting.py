@@ -40,7 +40,7 @@ import numpy as np
 
 from cg import models
 from cg import train as cg_train
-from mechind import derivatives, metrics, rng, runner
+from mechind.core import derivatives, metrics, rng, runner
 
 Array = jax.Array
 
@@ -237,7 +237,7 @@ def jacobian_rows(num_samples: int) -> np.ndarray:
 
 
 def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, truth_dim: int = 0) -> runner.Task:
-    """A :class:`~mechind.runner.Task` whose data are caller-supplied arrays ``{"x", "u"}``
+    """A :class:`~mechind.core.runner.Task` whose data are caller-supplied arrays ``{"x", "u"}``
     (and the true latents ``"s" [N, truth_dim]`` when ``truth_dim > 0``: then ``evaluate``
     returns their correlation matrix with the posterior means over the whole dataset,
     ``"corr" [truth_dim, n]``, and each latent's share of variance carried by its posterior

@@ -5,14 +5,10 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from mechind import derivatives
+from mechind.core import derivatives
+from mechind.core.nets import gaussian_log_prob  # noqa: F401  (cg.losses.gaussian_log_prob)
 
 Array = jax.Array
-
-
-def gaussian_log_prob(x: Array, mean: Array, log_var: Array) -> Array:
-    """Diagonal Gaussian log density summed over the last axis."""
-    return jnp.sum(-0.5 * ((x - mean) ** 2 / jnp.exp(log_var) + log_var + jnp.log(2 * jnp.pi)), -1)
 
 
 def reconstruction(x, x_hat, obs_var) -> Array:

@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 
 from cg import flows, losses
-from mechind.models import ACTIVATIONS as MLP_ACTIVATIONS, MLP
+from mechind.core.nets import ACTIVATIONS as MLP_ACTIVATIONS, MLP
 
 Array = jax.Array
 

@@ -22,7 +22,7 @@ import optax
 
 from cg import data as cg_data
 from cg import losses, models
-from mechind import metrics, rng, runner
+from mechind.core import metrics, rng, runner
 
 Array = jax.Array
 L1_EVAL_SAMPLES = 1_000  # held-out samples for the L1 diagnostics of evaluate()
@@ -237,7 +237,7 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
 
 
 def make_task(config: CGConfig) -> runner.Task:
-    """The CG :class:`~mechind.runner.Task`; per-run hparams: alpha, beta, lr, domains."""
+    """The CG :class:`~mechind.core.runner.Task`; per-run hparams: alpha, beta, lr, domains."""
     c = config
     n = c.latent_dim
     model = make_model(c, n, c.max_domains)

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Callable
 
 from experiments import cg_domains, criteria_hierarchy, mechind_overlap
-from mechind import report
+from mechind.core import report
 
 
 @dataclasses.dataclass(frozen=True)

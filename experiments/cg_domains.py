@@ -37,7 +37,7 @@ import numpy as np
 from cg import fitting, ivae_data, models
 from experiments import framework, sweep
 from experiments.framework import setting
-from mechind import metrics, report, rng
+from mechind.core import metrics, report, rng
 
 # bump when a record gains or changes a field, so older results are not mixed in
 RECORD_VERSION = 3

@@ -26,7 +26,7 @@ import numpy as np
 import optax
 
 from cg import data as cg_data
-from mechind import metrics, report
+from mechind.core import metrics, report
 
 PENALTIES = {
     "l1": lambda j: jnp.sum(jnp.abs(j)),

@@ -21,7 +21,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechind import criteria, derivatives, graph, report
+from mechind.core import derivatives, report
+from mechind import criteria, graph
 
 SLOTS = (2, 2)
 

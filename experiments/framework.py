@@ -29,7 +29,7 @@ from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from experiments import sweep
-from mechind import report
+from mechind.core import report
 
 
 def setting(default, help: str, choices=None):  # noqa: A002 (the argparse name)

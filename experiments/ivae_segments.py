@@ -26,7 +26,7 @@ import numpy as np
 from cg import fitting, ivae_data, models
 from experiments import framework, sweep
 from experiments.framework import setting
-from mechind import metrics, report, rng
+from mechind.core import metrics, report, rng
 
 @dataclasses.dataclass(frozen=True)
 class Config:

@@ -26,7 +26,8 @@ import numpy as np
 
 from experiments import framework, sweep
 from experiments.framework import setting
-from mechind import criteria, data as slot_data, report, train
+from mechind.core import report
+from mechind import criteria, data as slot_data, train
 
 # bump when a record gains or changes a field, so older results are not mixed in
 RECORD_VERSION = 2

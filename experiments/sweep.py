@@ -2,7 +2,7 @@
 
 A sweep is a list of :class:`Group` s, one compiled program each (the shape-changing
 settings), whose runs (seeds x vmapped hyper-parameters) train together through
-:func:`mechind.runner.run_group`. Each finished group appends one JSON line per run to
+:func:`mechind.core.runner.run_group`. Each finished group appends one JSON line per run to
 ``results.jsonl``; a group already complete there is skipped, and a group interrupted
 mid-way resumes from its orbax checkpoint. Tables and figures are then built from the
 JSON lines alone.
@@ -22,7 +22,7 @@ from typing import Any, Callable
 import jax.numpy as jnp
 import numpy as np
 
-from mechind import report, rng, runner
+from mechind.core import report, rng, runner
 
 
 @dataclasses.dataclass
@@ -31,8 +31,8 @@ class Group:
 
     Attributes:
       key: identity of the group's settings (dict of JSON-able values).
-      make_task: builds the :class:`~mechind.runner.Task` (only called if the group runs).
-      keys: ``[R]`` PRNG keys, one per run (typed, see mechind.rng).
+      make_task: builds the :class:`~mechind.core.runner.Task` (only called if the group runs).
+      keys: ``[R]`` PRNG keys, one per run (typed, see mechind.core.rng).
       hparams: per-run hyper-parameters, leading axis R.
       runs: R dicts of per-run fields written to each record (seed, lambda, ...).
       finish: ``metrics of one run (numpy) -> dict`` of scalar results (e.g. SIS from R²).

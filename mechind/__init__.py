@@ -1,7 +1,8 @@
 """mechind: identifiable disentangled representation learning in JAX.
 
-The shared derivative core (:mod:`mechind.derivatives`), the mechanistic-independence
-criteria and graph view, and the slot-autoencoder pipeline. Submodules that need the
+The shared core (:mod:`mechind.core`: derivatives, runner, metrics, nets, rng, report),
+on which every pipeline is built, and the mechanistic-independence pipeline (criteria,
+graph view, slot autoencoders). Submodules that need the
 heavier training stack are imported lazily, so ``import mechind`` stays cheap.
 """
 
@@ -9,11 +10,13 @@ import importlib
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("derivatives", "criteria", "graph", "data", "models", "losses", "metrics",
-               "train", "runner", "rng", "report")
+_CORE = ("derivatives", "runner", "metrics", "nets", "rng", "report")
+_PIPELINE = ("criteria", "graph", "data", "models", "losses", "train", "core")
 
 
 def __getattr__(name):
-    if name in _SUBMODULES:
+    if name in _CORE:
+        return importlib.import_module(f"mechind.core.{name}")
+    if name in _PIPELINE:
         return importlib.import_module(f"mechind.{name}")
     raise AttributeError(f"module 'mechind' has no attribute {name!r}")

@@ -34,7 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechind import derivatives, graph
+from mechind.core import derivatives
+from mechind import graph
 
 Array = jax.Array
 

@@ -25,8 +25,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechind import rng
-from mechind.models import leaky  # slope 0.2, Brady et al.'s, shared with the models
+from mechind.core import rng
+from mechind.core.nets import condition_number, leaky  # noqa: F401  (leaky: slope 0.2, Brady et al.'s)
 
 GENERATOR_VERSION = 1  # bump when a change to this module changes any drawn number
 
@@ -143,13 +143,6 @@ def latent_mask(spec: SlotSpec) -> np.ndarray:
 def _uniform_normalised(key: Array, shape: tuple[int, ...], mask: Array) -> Array:
     w = jax.random.uniform(key, shape, minval=-1.0, maxval=1.0) * mask
     return w / jnp.linalg.norm(w, axis=-2, keepdims=True)
-
-
-def condition_number(w: Array) -> Array:
-    """2-norm condition number of a tall ``w``, from the eigenvalues of ``w^T w``
-    (compiles far faster than an SVD on CPU)."""
-    ev = jnp.linalg.eigvalsh(w.T @ w)
-    return jnp.sqrt(ev[-1] / jnp.maximum(ev[0], 1e-30))
 
 
 def sample_generator(key: Array, spec: SlotSpec) -> dict:

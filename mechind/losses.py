@@ -7,7 +7,7 @@ from typing import Sequence
 import jax
 import jax.numpy as jnp
 
-from mechind import derivatives
+from mechind.core import derivatives
 
 Array = jax.Array
 

@@ -10,53 +10,11 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-NEGATIVE_SLOPE = 0.2  # LeakyReLU slope (Brady et al.)
+# the shared MLP and activations live in the core; re-exported for the slot pipeline
+from mechind.core.nets import ACTIVATIONS, INITS, MLP, NEGATIVE_SLOPE, leaky, xtanh
 
-
-def leaky(x):
-    return nn.leaky_relu(x, NEGATIVE_SLOPE)
-
-
-def xtanh(x, slope: float = 0.1):
-    """``tanh(x) + slope x`` (iVAE's activation: smooth, strictly increasing, unbounded)."""
-    return jnp.tanh(x) + slope * x
-
-
-ACTIVATIONS = {"lrelu": leaky, "xtanh": xtanh}
-
-
-INITS = ("lecun", "torch")
-
-
-def _dense(features: int, fan_in: int, init: str) -> nn.Dense:
-    """A dense layer initialised as flax does ("lecun": truncated normal of variance
-    1/fan_in, zero bias) or as PyTorch's ``nn.Linear`` ("torch": weights and biases
-    U(-1/sqrt(fan_in), 1/sqrt(fan_in)), a third of the variance, as the reference code)."""
-    if init == "lecun":
-        return nn.Dense(features)
-    if init != "torch":
-        raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    bound = 1.0 / float(fan_in) ** 0.5
-    uniform = lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)  # noqa: E731
-    return nn.Dense(features, kernel_init=uniform, bias_init=uniform)
-
-
-class MLP(nn.Module):
-    """``[..., d_in] -> [..., features[-1]]``, a nonlinearity between layers (LeakyReLU by
-    default, or any name of :data:`ACTIVATIONS`), linear output; ``init_scheme`` of :data:`INITS`."""
-
-    features: Sequence[int]
-    activation: str = "lrelu"
-    init_scheme: str = "lecun"  # (a field named ``init`` would hide Module.init)
-
-    @nn.compact
-    def __call__(self, x):
-        act = ACTIVATIONS[self.activation]
-        for i, f in enumerate(self.features):
-            x = _dense(f, x.shape[-1], self.init_scheme)(x)
-            if i < len(self.features) - 1:
-                x = act(x)
-        return x
+__all__ = ["ACTIVATIONS", "INITS", "MLP", "NEGATIVE_SLOPE", "leaky", "xtanh", "AdditiveDecoder",
+           "make_models", "init_autoencoder"]
 
 
 class AdditiveDecoder(nn.Module):

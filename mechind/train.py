@@ -7,7 +7,7 @@ data and the same initial weights, so lambda comparisons are paired.
     from mechind import train
     state, metrics = train.train(jax.random.PRNGKey(0), train.SlotConfig(num_slots=2, lam=1.0))
 
-Many runs at once go through :mod:`mechind.runner` (see ``experiments/mechind_overlap.py``).
+Many runs at once go through :mod:`mechind.core.runner` (see ``experiments/mechind_overlap.py``).
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ import numpy as np
 import optax
 
 from mechind import data as slot_data
-from mechind import derivatives, losses, metrics, models, rng, runner
+from mechind.core import derivatives, metrics, rng, runner
+from mechind import losses, models
 
 Array = jax.Array
 
@@ -129,7 +130,7 @@ def schedule(lr: Array, num_steps: int, lr_drop: float):
 
 
 def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.Task:
-    """The slot-autoencoder :class:`~mechind.runner.Task`.
+    """The slot-autoencoder :class:`~mechind.core.runner.Task`.
 
     ``with_contrast`` (default: ``config.lam > 0``) is static: a group without it never
     computes the decoder Jacobian; a group with it vmaps any lambda >= 0.
@@ -276,7 +277,7 @@ def finish(m: dict) -> dict:
 def train(key: Array, config: SlotConfig) -> tuple[dict, dict]:
     """One run as a pure function: ``(state, metrics)``; metrics include ``sis``.
 
-    ``key``: a key from :func:`mechind.rng.key` (fast to compile) or ``jax.random.PRNGKey``.
+    ``key``: a key from :func:`mechind.core.rng.key` (fast to compile) or ``jax.random.PRNGKey``.
     """
     task = make_task(config)
     state, m = jax.jit(runner.make_train(task))(key, HParams(jnp.float32(config.lam), jnp.float32(config.lr)))

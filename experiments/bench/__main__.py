@@ -13,7 +13,7 @@ import time
 from pathlib import Path
 
 from experiments.bench import common, derivatives, seeds, slice as slice_bench, step
-from mechind import report
+from mechind.core import report
 
 
 def main(argv=None) -> Path:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import jax
 
-from mechind import report
+from mechind.core import report
 
 
 def median_time(fn, repeats: int = 5, warmup: int = 1) -> dict:

@@ -12,7 +12,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.bench import common, torch_reference
-from mechind import derivatives, models
+from mechind.core import derivatives
+from mechind import models
 
 SIZES = ((6, 80, 40), (15, 80, 100), (15, 256, 200))  # (d_z, hidden, d_x)
 

@@ -35,7 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from cg import ivae_data
-from mechind import report
+from mechind.core import report
 
 
 def checkout(repo: Path, dest: Path, marker: str = "runners/ivae.py") -> Path:
@@ -108,7 +108,7 @@ def run_reference(tree: Path, data: ivae_data.IVAEData, seed: int, act: str, epo
 def run_ours(datasets: list[ivae_data.IVAEData], seeds: list[int], method: str, **overrides) -> list[dict]:
     """``cg.fit`` with its defaults on the same datasets (all seeds as one vmapped program)."""
     from cg import fitting as cg_fit
-    from mechind import metrics, rng
+    from mechind.core import metrics, rng
 
     t = time.perf_counter()
     fits = cg_fit.fit_many(rng.seed_keys(seeds), np.stack([d.x for d in datasets]),
@@ -176,7 +176,7 @@ def main(argv=None) -> int:
 
 def ivae_data_mcc(d: ivae_data.IVAEData) -> float:
     """MCC of the observations themselves against the sources (the floor)."""
-    from mechind import metrics
+    from mechind.core import metrics
 
     return metrics.mcc(d.s, d.x)
 

@@ -17,7 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from experiments.bench import common
-from mechind import rng, runner, train
+from mechind.core import rng, runner
+from mechind import train
 
 
 def runner_train_s(k: int, s: int, steps: int, lam: float = 1.0) -> float:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import argparse
 
 from experiments.bench import common
-from mechind import rng, runner, train
+from mechind.core import rng, runner
+from mechind import train
 
 PAPER_STEPS = 115_000
 OVERLAPS = 6

@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from experiments.bench.ivae_reference import checkout
-from mechind import report
+from mechind.core import report
 
 STUB_MODULES = ("wandb", "hydra", "hydra.utils", "omegaconf", "torchvision", "torchvision.transforms",
                 "lion_pytorch", "eval.model_evaluation")
@@ -109,7 +109,8 @@ def mechind_data(seed: int, num_slots: int = 2, nobs: int = 80_000) -> tuple[np.
     """Ours, as ``mechind.train.make_task`` draws it for this seed (overlap 0: Type D)."""
     import jax
 
-    from mechind import data as slot_data, rng, train
+    from mechind.core import rng
+    from mechind import data as slot_data, train
 
     spec = train.SlotConfig(num_slots=num_slots).spec
     arr = jax.jit(rng.traced_in_fast_mode(slot_data.sample_arrays), static_argnums=(1, 2))(
@@ -123,7 +124,8 @@ def diagnostics(encode, decode, x_val: np.ndarray, z_val: np.ndarray, slot_dim: 
     (numpy) and ``decode`` a jax function ``[d] -> [d_x]``."""
     import jax.numpy as jnp
 
-    from mechind import metrics, train
+    from mechind.core import metrics
+    from mechind import train
 
     z_hat = np.asarray(encode(x_val), np.float32)
     k = z_val.shape[1]
@@ -220,7 +222,8 @@ def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float]
     import jax
     import jax.numpy as jnp
 
-    from mechind import models, rng, runner, train
+    from mechind.core import rng, runner
+    from mechind import models, train
 
     n_train = int(0.9 * xs.shape[1])
     cfg = train.SlotConfig(num_slots=zs.shape[2], num_train=n_train, num_val=xs.shape[1] - n_train,

@@ -16,7 +16,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments.bench import common, torch_reference
-from mechind import metrics, rng, runner, train
+from mechind.core import metrics, rng, runner
+from mechind import train
 
 
 def _config(k, steps, num_train=10_000, num_val=2_000):

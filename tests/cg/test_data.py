@@ -4,7 +4,8 @@ import numpy as np
 import pytest
 
 from cg import data
-from mechind import derivatives, graph
+from mechind.core import derivatives
+from mechind import graph
 
 
 @pytest.mark.parametrize("density", [0.25, 0.5, 1.0])
@@ -25,7 +26,7 @@ def test_every_edge_is_a_real_edge_and_dense_mixing_mixes():
     """Weights on the support are bounded away from zero (off-diagonal |w| in [0.5, 1.5]),
     so the mixing is not close to element-wise: the observations alone are far from the
     latents (MCC well below 1) once the mixing is dense."""
-    from mechind import metrics
+    from mechind.core import metrics
 
     mccs = []
     for s in range(4):

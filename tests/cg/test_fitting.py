@@ -6,7 +6,7 @@ import pytest
 
 import cg
 from cg import fitting, ivae_data, models
-from mechind import metrics, rng
+from mechind.core import metrics, rng
 
 
 def _linear_data(seed=0, segments=20, per=250, n=3):

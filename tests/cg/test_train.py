@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from cg import models, train as cg_train
-from mechind import metrics, rng, runner
+from mechind.core import metrics, rng, runner
 
 SMALL = cg_train.CGConfig(latent_dim=3, hidden=(16,), num_train=512, num_val=256, batch_size=64, num_steps=60)
 

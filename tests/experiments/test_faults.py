@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from mechind import report
+from mechind.core import report
 
 ARGS = ["-m", "experiments.ivae_segments", "--segments", "2", "3", "--methods", "ivae", "--seeds", "2",
         "--steps", "400", "--chunk-steps", "4", "--no-progress"]

@@ -8,7 +8,7 @@ import pytest
 
 from experiments import framework, sweep
 from experiments.framework import setting
-from mechind import report, rng
+from mechind.core import report, rng
 from tests.mechind.test_runner import _toy_task
 
 

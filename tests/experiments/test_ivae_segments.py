@@ -2,7 +2,7 @@ import pytest
 
 from cg import ivae_data
 from experiments import ivae_segments
-from mechind import metrics, report
+from mechind.core import metrics, report
 
 
 @pytest.mark.slow  # 18 s; whole-config keys and resume are also tested on mechind_overlap (test_sweeps)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from experiments import cg_domains, mechind_overlap, sweep
-from mechind import report
+from mechind.core import report
 
 
 def test_mechind_overlap_end_to_end_and_resume(tmp_path):

@@ -3,7 +3,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mechind import criteria, data, derivatives, graph
+from mechind.core import derivatives
+from mechind import criteria, data, graph
 
 
 @pytest.mark.parametrize("layout, k, overlap", [("chain", 2, 0.0), ("chain", 3, 0.25), ("chain", 5, 0.5),

@@ -5,7 +5,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mechind import derivatives, losses
+from mechind.core import derivatives
+from mechind import losses
 from tests.conftest import random_mlp
 
 

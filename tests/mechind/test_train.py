@@ -9,7 +9,8 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mechind import metrics, rng, runner, train
+from mechind.core import metrics, rng, runner
+from mechind import train
 
 SMALL = train.SlotConfig(num_slots=2, overlap=0.0, hidden=(16, 16), num_train=512, num_val=100,
                          num_steps=40, batch_size=32)
@@ -113,7 +114,8 @@ def test_bad_config_raises_before_compiling(kw, match):
 SHARD_SCRIPT = textwrap.dedent("""
     import json, sys
     import numpy as np
-    from mechind import rng, runner, train
+    from mechind.core import rng, runner
+    from mechind import train
     cfg = train.SlotConfig(num_slots=2, overlap=0.2, hidden=(16, 16), num_train=512, num_val=100,
                            num_steps=30, batch_size=32, latent_norm="none")  # why: see test_chunked_runner
     task = train.make_task(cfg, with_contrast=True)

@@ -8,7 +8,7 @@ from sklearn.kernel_ridge import KernelRidge
 from sklearn.metrics import r2_score
 from sklearn.preprocessing import StandardScaler
 
-from mechind import metrics
+from mechind.core import metrics
 
 
 def _sklearn_r2_matrix(z, z_hat, fit_frac=0.8):
@@ -95,7 +95,7 @@ def test_metric_bad_input():
 
 
 def test_support_f1_on_hand_built_cases():
-    from mechind import metrics as m
+    from mechind.core import metrics as m
 
     support = np.array([[1, 0, 0], [1, 1, 0], [0, 0, 1]], bool)
     jac = support * np.array([2.0, 0.5, 3.0])  # scales per latent do not matter

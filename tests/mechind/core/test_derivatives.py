@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from mechind import derivatives
+from mechind.core import derivatives
 from tests.conftest import random_mlp
 
 

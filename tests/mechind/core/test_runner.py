@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mechind import rng, runner
+from mechind.core import rng, runner
 
 DIM, N, BATCH = 3, 64, 16
 

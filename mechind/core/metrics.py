@@ -1,0 +1,155 @@
+"""Identifiability metrics: SIS (slot identifiability score) and MCC, shared with cg/.
+
+The heavy parts (kernel ridge fits, correlation matrices) are pure JAX and vmappable
+over runs; the assignment step (Hungarian matching) runs on the host with scipy.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.scipy.linalg import cho_factor, cho_solve
+from scipy.optimize import linear_sum_assignment
+
+Array = jax.Array
+
+
+def _standardise(a: Array, ref: Array) -> Array:
+    """z-score ``a`` with the mean/std of ``ref`` (the fit split), per feature."""
+    mu, sd = ref.mean(0), ref.std(0)
+    return (a - mu) / jnp.where(sd > 0, sd, 1.0)
+
+
+def _sq_dists(a: Array, b: Array) -> Array:
+    return jnp.maximum(jnp.sum(a * a, -1)[:, None] + jnp.sum(b * b, -1)[None, :] - 2 * a @ b.T, 0.0)
+
+
+def _r2(y: Array, pred: Array) -> Array:
+    """Coefficient of determination averaged over outputs (sklearn's 'uniform_average')."""
+    ss_res = jnp.sum((y - pred) ** 2, 0)
+    ss_tot = jnp.sum((y - y.mean(0)) ** 2, 0)
+    return jnp.mean(1.0 - ss_res / jnp.where(ss_tot > 0, ss_tot, 1.0))
+
+
+@functools.partial(jax.jit, static_argnames=("fit_frac", "alpha", "gamma"))
+def sis_r2_matrix(z: Array, z_hat: Array, fit_frac: float = 0.8, alpha: float = 1.0,
+                  gamma: float | None = None) -> Array:
+    """R² of kernel ridge regression from each inferred slot to each true slot.
+
+    Args:
+      z: ``[N, K, d]`` true slots; z_hat: ``[N, K', d']`` inferred slots.
+      fit_frac: leading fraction of the N samples used to fit; the rest scores R².
+      alpha, gamma: RBF kernel ridge hyper-parameters (gamma default 1 / d').
+
+    Returns:
+      ``[K, K']`` with entry (i, j) the R² of predicting true slot i from inferred slot j
+      (unclipped). The kernel depends only on the inferred slot, so there is one Cholesky
+      factorisation per inferred slot, shared by all true slots.
+    """
+    n = z.shape[0]
+    n_fit = int(round(fit_frac * n))
+    if not 0 < n_fit < n:
+        raise ValueError(f"fit_frac={fit_frac} leaves an empty fit or eval split of {n} samples")
+    gamma = 1.0 / z_hat.shape[-1] if gamma is None else gamma
+    zs = _standardise(z.reshape(n, -1), z.reshape(n, -1)[:n_fit])
+    targets_fit, targets_eval = zs[:n_fit], zs[n_fit:]  # [n_fit, K*d], all true slots at once
+    k, d = z.shape[1], z.shape[2]
+
+    def per_inferred(zj: Array) -> Array:  # zj [N, d'] -> [K] R² over true slots
+        zj = _standardise(zj, zj[:n_fit])
+        a, b = zj[:n_fit], zj[n_fit:]
+        gram = jnp.exp(-gamma * _sq_dists(a, a)) + alpha * jnp.eye(n_fit, dtype=a.dtype)
+        coef = cho_solve(cho_factor(gram, lower=True), targets_fit)
+        pred = jnp.exp(-gamma * _sq_dists(b, a)) @ coef  # [n_eval, K*d]
+        yt, yp = targets_eval.reshape(-1, k, d), pred.reshape(-1, k, d)
+        return jax.vmap(_r2, in_axes=(1, 1))(yt, yp)
+
+    # sequential over inferred slots keeps one n_fit x n_fit kernel alive at a time
+    return jax.lax.map(per_inferred, jnp.moveaxis(z_hat, 1, 0)).T
+
+
+def sis_from_r2(r2: np.ndarray) -> float:
+    """SIS from a ``[K, K']`` R² matrix: clip at 0, match (Hungarian, maximising R²),
+    then ``mean_i (R²[i, π(i)] - max_{j != π(i)} R²[i, j])``."""
+    r2 = np.clip(np.asarray(r2, float), 0.0, None)
+    if not np.all(np.isfinite(r2)):
+        return float("nan")
+    rows, cols = linear_sum_assignment(-r2)
+    scores = []
+    for i, j in zip(rows, cols):
+        others = np.delete(r2[i], j)
+        scores.append(r2[i, j] - (others.max() if others.size else 0.0))
+    return float(np.mean(scores))
+
+
+def slot_identifiability_score(z, z_hat, fit_frac: float = 0.8, alpha: float = 1.0,
+                               gamma: float | None = None) -> float:
+    """SIS (Brady et al. 2023) of inferred slots ``z_hat [N, K, d']`` against ``z [N, K, d]``."""
+    z, z_hat = jnp.asarray(z), jnp.asarray(z_hat)
+    if z.ndim != 3 or z_hat.ndim != 3 or z.shape[0] != z_hat.shape[0]:
+        raise ValueError(f"z and z_hat must be [N, K, d] with the same N, got {z.shape} and {z_hat.shape}")
+    return sis_from_r2(np.asarray(sis_r2_matrix(z, z_hat, fit_frac, alpha, gamma)))
+
+
+def _ranks(a: Array) -> Array:
+    return jnp.argsort(jnp.argsort(a, axis=0), axis=0).astype(jnp.float32)
+
+
+@functools.partial(jax.jit, static_argnames=("method",))
+def correlation_matrix(z: Array, z_hat: Array, method: str = "pearson") -> Array:
+    """``|corr(z_i, ẑ_j)|``, ``[N, n] x [N, m] -> [n, m]`` (Pearson or Spearman)."""
+    if method == "spearman":
+        z, z_hat = _ranks(z), _ranks(z_hat)
+    elif method != "pearson":
+        raise ValueError(f"method must be 'pearson' or 'spearman', got {method!r}")
+    a = (z - z.mean(0)) / jnp.maximum(z.std(0), 1e-12)
+    b = (z_hat - z_hat.mean(0)) / jnp.maximum(z_hat.std(0), 1e-12)
+    return jnp.abs(a.T @ b) / z.shape[0]
+
+
+def mcc_from_corr(corr: np.ndarray) -> float:
+    """Mean matched |correlation| under the Hungarian matching maximising the total."""
+    corr = np.asarray(corr, float)
+    if not np.all(np.isfinite(corr)):
+        return float("nan")
+    rows, cols = linear_sum_assignment(-corr)
+    return float(corr[rows, cols].mean())
+
+
+def mcc(z, z_hat, method: str = "pearson") -> float:
+    """Mean correlation coefficient between true ``z [N, n]`` and inferred ``z_hat [N, n]``."""
+    z, z_hat = jnp.asarray(z), jnp.asarray(z_hat)
+    if z.ndim != 2 or z_hat.ndim != 2 or z.shape[0] != z_hat.shape[0]:
+        raise ValueError(f"z and z_hat must be [N, n] with the same N, got {z.shape} and {z_hat.shape}")
+    return mcc_from_corr(np.asarray(correlation_matrix(z, z_hat, method)))
+
+
+def matched_permutation(corr: np.ndarray) -> np.ndarray:
+    """``perm [n]``: inferred latent ``perm[i]`` is matched to true latent i by the MCC
+    assignment (Hungarian matching on ``|corr| [n_true, n_inferred]``)."""
+    rows, cols = linear_sum_assignment(-np.abs(np.asarray(corr, float)))
+    perm = np.empty(len(rows), int)
+    perm[rows] = cols
+    return perm
+
+
+def support_f1(jac_abs: np.ndarray, support: np.ndarray, perm: np.ndarray, threshold: float = 0.1) -> float:
+    """F1 of a learned Jacobian support against the true one.
+
+    Args:
+      jac_abs: ``[d_x, n]`` mean absolute Jacobian of the learned decoder (any units).
+      support: bool ``[d_x, n]``, the true mixing's support.
+      perm: ``[n]`` from :func:`matched_permutation` (learned column ``perm[i]`` is true latent i).
+      threshold: an entry is an edge when it exceeds ``threshold`` times the largest entry
+        of its column (so the score does not depend on each latent's scale).
+    """
+    j = np.asarray(jac_abs, float)[:, perm]
+    est = j > threshold * np.max(j, axis=0, keepdims=True)
+    tp = np.sum(est & support)
+    if tp == 0:
+        return 0.0
+    precision, recall = tp / est.sum(), tp / np.sum(support)
+    return float(2 * precision * recall / (precision + recall))

@@ -1,0 +1,193 @@
+"""Results as data: atomic file writes, JSON lines, markdown and CSV tables.
+
+Tables and figures are built from the JSON lines on disk, never from in-memory state,
+so a table can be rebuilt from a finished (or resumed) sweep at any time.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import os
+import platform
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+import numpy as np
+
+
+def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
+    """Write a file so that readers see either the old or the new content, never half."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mode = "wb" if isinstance(data, bytes) else "w"
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, mode) as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def _jsonable(x: Any) -> Any:
+    if isinstance(x, dict):
+        return {str(k): _jsonable(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple)):
+        return [_jsonable(v) for v in x]
+    if isinstance(x, (np.generic, np.ndarray)):
+        return _jsonable(x.tolist())
+    if hasattr(x, "shape") and hasattr(x, "dtype"):  # jax arrays
+        return _jsonable(np.asarray(x).tolist())
+    if isinstance(x, float) and not math.isfinite(x):
+        return None  # JSON has no NaN; a failed metric is null
+    return x
+
+
+def _drop_cut_tail(path: Path) -> None:
+    """Truncate an unterminated last line (a write cut short), so the next record starts
+    on a line of its own."""
+    with open(path, "rb+") as f:
+        f.seek(0, os.SEEK_END)
+        size = f.tell()
+        if size == 0:
+            return
+        f.seek(size - 1)
+        if f.read(1) == b"\n":
+            return
+        data = path.read_bytes()
+        f.truncate(data.rfind(b"\n") + 1)
+
+
+def append_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Append records as JSON lines; the whole batch is one write, then fsync'd. A last
+    line left unterminated by an earlier crash is removed first."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in records)
+    if path.exists():
+        _drop_cut_tail(path)
+    with open(path, "a") as f:
+        f.write(text)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def read_jsonl(path: str | os.PathLike) -> list[dict]:
+    """All records of a JSON-lines file (a missing file is an empty list).
+
+    An unterminated last line that does not parse (a crash in the middle of an append)
+    is skipped with a warning, so the run that wrote it is simply redone; a bad line
+    anywhere else is corruption and raises ``ValueError`` naming the file and line.
+    """
+    path = Path(path)
+    if not path.exists():
+        return []
+    text = path.read_text()
+    lines = text.splitlines()
+    records = []
+    for i, line in enumerate(lines):
+        if not line.strip():
+            continue
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1 and not text.endswith("\n"):
+                warnings.warn(f"{path}: last line cut short (an interrupted write); its runs will be redone")
+                break
+            raise ValueError(f"{path}, line {i + 1}: not a JSON record ({e})") from e
+    return records
+
+
+def unique_records(records: list[dict], key: str = "run_id") -> list[dict]:
+    """Records with one per ``key`` value (the last written wins; records without the key
+    are kept), in the order of first appearance."""
+    out: dict = {}
+    for i, r in enumerate(records):
+        out[r.get(key, ("__row", i))] = r
+    return list(out.values())
+
+
+def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """A GitHub-flavoured markdown table."""
+    fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ["| " + " | ".join(map(str, header)) + " |",
+             "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def csv_text(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float, int]:
+    """Mean and (population) std of the finite values, and how many there were."""
+    v = np.asarray([x for x in values if x is not None and math.isfinite(x)], float)
+    if v.size == 0:
+        return float("nan"), float("nan"), 0
+    return float(v.mean()), float(v.std()), int(v.size)
+
+
+def fmt_mean_std(values: Sequence[float]) -> str:
+    m, s, n = mean_std(values)
+    return "failed" if n == 0 else f"{m:.3f} ± {s:.3f}"
+
+
+def device_info() -> dict:
+    """Where a result was computed: backend, device kind and count, host."""
+    import jax
+
+    devs = jax.devices()
+    return {"backend": jax.default_backend(), "device_kind": devs[0].device_kind,
+            "device_count": len(devs), "host": platform.node(), "jax": jax.__version__}
+
+
+def scatter_panels(records: Sequence[dict], path: str | os.PathLike, *, x: str, y: str, panel: str,
+                   colour: str, marker: str, xlabel: str, ylabel: str, title: str = "",
+                   panel_fmt: str = "{}", colour_fmt: str = "{}", marker_fmt: str = "{}",
+                   vline: Callable[[Any], float] | None = None) -> None:
+    """A scatter figure: a panel per value of ``panel``, a point per record at
+    ``(r[x], r[y])``, coloured by ``r[colour]`` and shaped by ``r[marker]``;
+    ``vline(panel_value)`` draws a dotted reference line. Writes ``path`` (PNG)."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    values = lambda key: sorted({r[key] for r in records})  # noqa: E731
+    panels, colours, marks = values(panel), values(colour), values(marker)
+    shapes = dict(zip(marks, "os^Dv<>p*h"))
+    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 3.9), sharey=True, squeeze=False)
+    for ax, pv in zip(axes[0], panels):
+        for ci, cv in enumerate(colours):
+            for mv in marks:
+                sel = [r for r in records if r[panel] == pv and r[colour] == cv and r[marker] == mv]
+                ax.scatter([r[x] for r in sel], [r[y] for r in sel], color=f"C{ci}", marker=shapes[mv],
+                           s=32, alpha=0.85, edgecolor="k", linewidth=0.3)
+        if vline is not None:
+            ax.axvline(vline(pv), color="gray", lw=0.8, ls=":")
+        ax.set_title(panel_fmt.format(pv))
+        ax.set_xlabel(xlabel)
+        ax.grid(alpha=0.3)
+    for ci, cv in enumerate(colours):
+        axes[0][-1].scatter([], [], color=f"C{ci}", label=colour_fmt.format(cv))
+    for mv in marks:
+        axes[0][-1].scatter([], [], color="gray", marker=shapes[mv], label=marker_fmt.format(mv))
+    axes[0][0].set_ylabel(ylabel)
+    axes[0][-1].legend(fontsize=7)
+    if title:
+        fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
