@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from experiments import cg_domains, criteria_hierarchy, mechind_overlap
+from experiments import cg_domains, criteria_hierarchy, mechanism_sparsity, mechind_overlap
 from mechind.core import report
 
 
@@ -32,6 +32,7 @@ class Part:
     name: str
     title: str
     main: Callable[[list[str]], dict]
+    main_job_args: tuple[str, ...] = ()  # options the main job adds for its quick preset
 
 
 # the registry: a new pipeline joins the report by adding its line here
@@ -39,6 +40,7 @@ PARTS = (
     Part("criteria_hierarchy", "Criteria hierarchy on generators of known structure", criteria_hierarchy.main),
     mechind_overlap.EXPERIMENT,
     cg_domains.EXPERIMENT,
+    mechanism_sparsity.EXPERIMENT,
 )
 
 
@@ -66,7 +68,8 @@ def main(argv=None) -> Path:
         print(f"\n=== {part.title} ===\n", flush=True)
         t = time.perf_counter()
         argv_part = ["--out", str(out / part.name), "--preset", args.preset] \
-            + (["--fresh"] if args.fresh else []) + (["--no-progress"] if args.no_progress else [])
+            + (["--fresh"] if args.fresh else []) + (["--no-progress"] if args.no_progress else []) \
+            + (list(part.main_job_args) if args.preset == "quick" else [])
         res = part.main(argv_part)
         text = res.get("markdown") if isinstance(res, dict) and res.get("markdown") else \
             (out / part.name / "table.md").read_text()

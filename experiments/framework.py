@@ -59,6 +59,7 @@ class Experiment:
     presets: Mapping[str, Any]  # preset name -> config instance
     groups: Callable[[Any], list[sweep.Group]]
     report: Callable[[list[dict], Any, Path, dict], str]
+    main_job_args: tuple[str, ...] = ()  # options the main job adds for its quick preset (to bound its time)
 
     def main(self, argv=None) -> dict:
         return main(self, argv)

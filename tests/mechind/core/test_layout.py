@@ -4,7 +4,7 @@ import subprocess
 import sys
 
 PIPELINE_MODULES = ("mechind.train", "mechind.data", "mechind.models", "mechind.losses", "mechind.criteria",
-                    "mechind.graph", "cg", "mspars")
+                    "mechind.graph", "cg", "mechsparse")
 
 
 def test_core_imports_no_pipeline():
