@@ -13,7 +13,7 @@ Many runs at once go through :mod:`mechind.core.runner` (see ``experiments/mechi
 from __future__ import annotations
 
 import dataclasses
-from typing import NamedTuple, Sequence
+from typing import Any, NamedTuple, Sequence
 
 import jax
 import jax.numpy as jnp
@@ -129,8 +129,107 @@ def schedule(lr: Array, num_steps: int, lr_drop: float):
     return lambda count: lr * jnp.where(count < drop_at, 1.0, 0.1)
 
 
+class TrainState(NamedTuple):
+    """One run's state (a pytree)."""
+
+    params: dict  # {"enc": ..., "dec": ...}
+    opt: optax.OptState
+    key: Array  # raw key data; step i draws its minibatch from fold_in(key, i)
+
+
+class Nets(NamedTuple):
+    """The encoder and decoder modules of a config (static: no arrays)."""
+
+    enc: Any
+    dec: Any
+
+
+def make_nets(config: SlotConfig) -> Nets:
+    spec = config.spec
+    return Nets(*models.make_models(spec.obs_dim, spec.num_slots, spec.slot_dim, config.hidden, config.decoder,
+                                    config.init))
+
+
+def optimizer(config: SlotConfig, hp: "HParams") -> optax.GradientTransformation:
+    return optax.adam(schedule(hp.lr, config.num_steps, config.lr_drop))
+
+
+def make_data(config: SlotConfig, key: Array) -> dict:
+    """``x_train [N, d_x]``, ``x_val [M, d_x]``, ``z_val [M, K, s]`` of one seed."""
+    n = config.num_train
+    arr = slot_data.sample_arrays(jax.random.fold_in(key, 0), config.spec, n + config.num_val)
+    return {"x_train": arr["x"][:n], "x_val": arr["x"][n:], "z_val": arr["z"][n:]}
+
+
+def init_state(config: SlotConfig, nets: Nets, key: Array, data: dict, hp: "HParams") -> TrainState:
+    """Initial weights (restart r > 0: another initialisation on the same data and batches)."""
+    spec = config.spec
+    k_init = jax.random.fold_in(key, 1)
+    if hp.restart is not None:
+        k_init = jnp.where(hp.restart > 0, jax.random.fold_in(k_init, hp.restart), k_init)
+    params = models.init_autoencoder(k_init, nets.enc, nets.dec, spec.obs_dim, spec.latent_dim)
+    return TrainState(params, optimizer(config, hp).init(params), rng.to_data(jax.random.fold_in(key, 2)))
+
+
+def loss(config: SlotConfig, nets: Nets, params: dict, x: Array, lam: Array,
+         with_contrast: bool) -> tuple[Array, tuple[Array, Array]]:
+    """``(MSE + lam * C_comp, (MSE, C_comp))`` of a minibatch ``x [B, d_x]``; without the
+    contrast (static) the decoder Jacobian is never computed and C_comp is 0."""
+    z_hat = encode(config, nets.enc, params, x)
+    decode = lambda z: nets.dec.apply({"params": params["dec"]}, z)  # noqa: E731
+    rec = losses.mse(x, decode(z_hat))
+    if not with_contrast:
+        return rec, (rec, jnp.zeros(()))
+    cc = losses.decoder_contrast(decode, z_hat, config.spec.slot_sizes)
+    return rec + lam * cc, (rec, cc)
+
+
+def train_step(config: SlotConfig, nets: Nets, with_contrast: bool, state: TrainState, data: dict,
+               hp: "HParams", i: Array) -> tuple[TrainState, Array]:
+    """One Adam step on a minibatch drawn from ``fold_in(key, i)``; lambda ramps up over
+    ``lam_warmup`` of training."""
+    idx = jax.random.randint(jax.random.fold_in(rng.from_data(state.key), i), (config.batch_size,), 0,
+                             config.num_train)
+    lam = lam_ramp(hp.lam, i, config.num_steps, config.lam_warmup)
+    (value, _), grads = jax.value_and_grad(loss, argnums=2, has_aux=True)(
+        config, nets, state.params, data["x_train"][idx], lam, with_contrast)
+    updates, opt = optimizer(config, hp).update(grads, state.opt, state.params)
+    return TrainState(optax.apply_updates(state.params, updates), opt, state.key), value
+
+
+def evaluate(config: SlotConfig, nets: Nets, state: TrainState, data: dict, hp: "HParams") -> dict:
+    """Held-out metrics of one run: SIS's R² matrix, reconstruction, the contrast read three
+    ways, the latent scale, and the training objective (what restarts are selected by)."""
+    spec = config.spec
+    n_train, n_val = config.num_train, config.num_val
+    sizes = spec.slot_sizes
+    p = state.params
+    x = data["x_val"]
+    z_hat = encode(config, nets.enc, p, x, data["x_train"][:min(config.norm_ref, n_train)])
+    x_hat = nets.dec.apply({"params": p["dec"]}, z_hat)
+    ss_res = jnp.sum((x - x_hat) ** 2)
+    ss_tot = jnp.sum((x - x.mean(0)) ** 2)
+    m = min(config.contrast_eval_samples, n_val)
+    decode = lambda z: nets.dec.apply({"params": p["dec"]}, z)  # noqa: E731
+    # the training objective on a fixed training subset: what restarts are selected by
+    # (it sees no latent truth and no validation data)
+    x_ref = data["x_train"][:min(config.norm_ref, n_train)]
+    z_ref = encode(config, nets.enc, p, x_ref, x_ref)
+    objective = losses.mse(x_ref, nets.dec.apply({"params": p["dec"]}, z_ref)) + hp.lam * \
+        losses.decoder_contrast(decode, z_ref[:m], sizes)
+    return {
+        "sis_r2": metrics.sis_r2_matrix(data["z_val"], z_hat.reshape(n_val, spec.num_slots, spec.slot_dim),
+                                        fit_frac=config.sis_fit_frac),
+        "recon_r2": 1.0 - ss_res / ss_tot,
+        "val_mse": losses.mse(x, x_hat),
+        "objective": objective,
+        **contrast_diagnostics(decode, z_hat, x, sizes, m),
+    }
+
+
 def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.Task:
-    """The slot-autoencoder :class:`~mechind.core.runner.Task`.
+    """The slot-autoencoder :class:`~mechind.core.runner.Task`: the module-level functions
+    above, bound to ``config``.
 
     ``with_contrast`` (default: ``config.lam > 0``) is static: a group without it never
     computes the decoder Jacobian; a group with it vmaps any lambda >= 0.
@@ -139,74 +238,17 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
     if with_contrast is None:
         with_contrast = config.lam > 0
     spec = config.spec
-    sizes = spec.slot_sizes
-    enc, dec = models.make_models(spec.obs_dim, spec.num_slots, spec.slot_dim, config.hidden, config.decoder,
-                                  config.init)
-    n_train, n_val = config.num_train, config.num_val
-
-    def make_data(key):
-        arr = slot_data.sample_arrays(jax.random.fold_in(key, 0), spec, n_train + n_val)
-        return {"x_train": arr["x"][:n_train], "x_val": arr["x"][n_train:], "z_val": arr["z"][n_train:]}
-
-    def tx(hp):
-        return optax.adam(schedule(hp.lr, config.num_steps, config.lr_drop))
-
-    def init(key, data, hp):
-        k_init = jax.random.fold_in(key, 1)
-        if hp.restart is not None:  # restart r > 0: another initialisation on the same data and batches
-            k_init = jnp.where(hp.restart > 0, jax.random.fold_in(k_init, hp.restart), k_init)
-        params = models.init_autoencoder(k_init, enc, dec, spec.obs_dim, spec.latent_dim)
-        return {"params": params, "opt": tx(hp).init(params), "key": rng.to_data(jax.random.fold_in(key, 2))}
-
-    def latents(params, x, ref=None):
-        return encode(config, enc, params, x, ref)
-
-    def loss_fn(params, x, lam):
-        z_hat = latents(params, x)
-        x_hat = dec.apply({"params": params["dec"]}, z_hat)
-        rec = losses.mse(x, x_hat)
-        if not with_contrast:
-            return rec, (rec, jnp.zeros(()))
-        decode = lambda z: dec.apply({"params": params["dec"]}, z)  # noqa: E731
-        cc = losses.decoder_contrast(decode, z_hat, sizes)
-        return rec + lam * cc, (rec, cc)
-
-    def step(state, data, hp, i):
-        idx = jax.random.randint(jax.random.fold_in(rng.from_data(state["key"]), i), (config.batch_size,), 0, n_train)
-        lam = lam_ramp(hp.lam, i, config.num_steps, config.lam_warmup)
-        (loss, _), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state["params"], data["x_train"][idx], lam)
-        updates, opt = tx(hp).update(grads, state["opt"], state["params"])
-        return {**state, "params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
-
-    def evaluate(state, data, hp):
-        p = state["params"]
-        x = data["x_val"]
-        z_hat = latents(p, x, data["x_train"][:min(config.norm_ref, n_train)])
-        x_hat = dec.apply({"params": p["dec"]}, z_hat)
-        ss_res = jnp.sum((x - x_hat) ** 2)
-        ss_tot = jnp.sum((x - x.mean(0)) ** 2)
-        m = min(config.contrast_eval_samples, n_val)
-        decode = lambda z: dec.apply({"params": p["dec"]}, z)  # noqa: E731
-        # the training objective on a fixed training subset: what restarts are selected by
-        # (it sees no latent truth and no validation data)
-        x_ref = data["x_train"][:min(config.norm_ref, n_train)]
-        z_ref = latents(p, x_ref, x_ref)
-        objective = losses.mse(x_ref, dec.apply({"params": p["dec"]}, z_ref)) + hp.lam * \
-            losses.decoder_contrast(decode, z_ref[:m], sizes)
-        return {
-            "sis_r2": metrics.sis_r2_matrix(data["z_val"], z_hat.reshape(n_val, spec.num_slots, spec.slot_dim),
-                                            fit_frac=config.sis_fit_frac),
-            "recon_r2": 1.0 - ss_res / ss_tot,
-            "val_mse": losses.mse(x, x_hat),
-            "objective": objective,
-            **contrast_diagnostics(decode, z_hat, x, sizes, m),
-        }
-
+    nets = make_nets(config)
     name = f"K={spec.num_slots} overlap={spec.overlap:g}" + (" +C_comp" if with_contrast else "")
-    n_fit = int(round(config.sis_fit_frac * n_val))
-    # SIS: one n_fit x n_fit kernel and its Cholesky factor per run at a time
-    return runner.Task(make_data, init, step, evaluate, config.num_steps, name, eval_bytes=2 * 4 * n_fit * n_fit)
+    n_fit = int(round(config.sis_fit_frac * config.num_val))
+    return runner.Task(
+        make_data=lambda key: make_data(config, key),
+        init=lambda key, data, hp: init_state(config, nets, key, data, hp),
+        step=lambda state, data, hp, i: train_step(config, nets, with_contrast, state, data, hp, i),
+        evaluate=lambda state, data, hp: evaluate(config, nets, state, data, hp),
+        num_steps=config.num_steps, name=name,
+        # SIS: one n_fit x n_fit kernel and its Cholesky factor per run at a time
+        eval_bytes=2 * 4 * n_fit * n_fit)
 
 
 def contrast_diagnostics(decode, z_hat: Array, x: Array, slot_sizes, num_points: int) -> dict:

@@ -242,7 +242,7 @@ def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float]
     enc, dec = models.make_models(cfg.spec.obs_dim, cfg.num_slots, cfg.slot_dim, cfg.hidden, cfg.decoder, cfg.init)
     out = []
     for i, (lam, s, rs) in enumerate(runs):
-        p = jax.tree.map(lambda a: a[i], res.state["params"])
+        p = jax.tree.map(lambda a: a[i], res.state.params)
         ref = data["x_train"][i, :cfg.norm_ref]
         encode = lambda a, p=p, ref=ref: np.asarray(train.encode(cfg, enc, p, jnp.asarray(a), ref))  # noqa: E731
         decode = lambda zz, p=p: dec.apply({"params": p["dec"]}, zz)  # noqa: E731
