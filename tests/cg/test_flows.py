@@ -12,7 +12,7 @@ def _params(seed, n=3, m=5, scale=1.0):
     return [scale * jax.random.normal(kk, (n, m)) for kk in k]
 
 
-@settings(max_examples=8, deadline=None)
+@settings(max_examples=4, deadline=None)
 @given(seed=st.integers(0, 10_000), m=st.integers(1, 8))
 def test_dsf_log_det_matches_autodiff(seed, m):
     pa, b, pw = _params(seed, m=m)

@@ -9,7 +9,7 @@ import pytest
 from experiments import framework, sweep
 from experiments.framework import setting
 from mechind.core import report, rng
-from tests.mechind.test_runner import _toy_task
+from tests.mechind.core.test_runner import _toy_task
 
 
 @dataclasses.dataclass(frozen=True)

@@ -1,8 +1,11 @@
+import dataclasses
+
+import numpy as np
 import pytest
 
 from experiments import __main__ as main_job
 from experiments import mechanism_sparsity as ms
-from mechind.core import report
+from mechind.core import report, rng
 
 TINY = ["--latent-dim", "3", "--obs-dim", "6", "--num-train", "256", "--num-val", "64", "--hidden", "8",
         "--transition-hidden", "8", "--batch-size", "16", "--steps", "20", "--chunk-steps", "10", "--seeds", "2",
@@ -24,8 +27,15 @@ def test_end_to_end_tables_pairing_and_reuse(tmp_path):
     assert "paired on the seed" in md and "| regularisation | action | time |" in md
     ms.main(args)  # everything done: nothing trains, no record added
     assert len(report.read_jsonl(tmp_path / "results.jsonl")) == 12
-    ms.main(args[:-2] + ["--out", str(tmp_path), "--kinds", "action", "--hidden", "12"])  # a changed width recomputes
-    assert len(report.read_jsonl(tmp_path / "results.jsonl")) == 18
+    cfg = out["config"]
+    # runs of one seed share its key (data, init, minibatches): every comparison is paired
+    for g in ms.build_groups(cfg):
+        for run, key in zip(g.runs, g.keys):
+            np.testing.assert_array_equal(np.asarray(key), np.asarray(rng.key(run["seed"])))
+    # every field of the config is in the group keys: a changed width is a new group
+    for change in ({"hidden": (12,)}, {"anneal_frac": 0.4}, {"density": 0.5}):
+        other = dataclasses.replace(cfg, **change)
+        assert {g.id for g in ms.build_groups(cfg)}.isdisjoint(g.id for g in ms.build_groups(other))
 
 
 @pytest.mark.parametrize("bad", [["--coeffs", "-1"], ["--bound-ratios", "-0.5"], ["--action-graph", "lower"],

@@ -44,6 +44,7 @@ def test_resume_after_interruption_gives_identical_results(tmp_path):
     jax.tree.map(np.testing.assert_array_equal, resumed.state, full.state)
 
 
+@pytest.mark.slow  # 12 s; chunks = one scan is tested on a toy task (tests/mechind/core/test_runner.py)
 def test_chunked_runner_equals_pure_train():
     """make_train (one scan) and run_group (chunks + host loop) compute the same run.
 
@@ -143,6 +144,7 @@ def test_sharded_sweep_on_4_devices_matches_one_device():
     np.testing.assert_allclose(four["recon"], one["recon"], rtol=1e-4)
 
 
+@pytest.mark.slow  # 13 s; slicing itself is tested on a toy task (tests/mechind/core/test_runner.py)
 def test_auto_runs_per_call_fits_memory(monkeypatch):
     task = train.make_task(SMALL, with_contrast=True)
     keys, hp = rng.seed_keys(range(4)), train.hparams([1.0] * 4, [1e-3] * 4)

@@ -38,6 +38,7 @@ def test_regularisations_shape_the_graph(tiny_runs):
         assert 0 <= f["shd"] <= 9
 
 
+@pytest.mark.slow  # 7 s; the seed tiling itself is checked by the experiment's test
 def test_runs_of_a_seed_share_data_and_initialisation(tiny_runs):
     _, hp, keys = tiny_runs
     task = train.make_task(TINY)
@@ -48,6 +49,7 @@ def test_runs_of_a_seed_share_data_and_initialisation(tiny_runs):
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a), np.asarray(b)), s0.params, s2.params)
 
 
+@pytest.mark.slow  # 11 s; the runner's resume is tested on a toy task in tests/mechind/core/test_runner.py
 def test_resume_through_a_checkpoint_gives_the_same_numbers(tiny_runs, tmp_path):
     full, hp, keys = tiny_runs
     task = train.make_task(TINY)
