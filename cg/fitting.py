@@ -256,14 +256,14 @@ def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, tru
         return model.init(key, hp)
 
     def step(state, data, hp, i):
-        kb = jax.random.split(jax.random.fold_in(rng.from_data(state["key"]), i))[0]
+        kb = jax.random.split(jax.random.fold_in(rng.from_data(state.key), i))[0]
         idx = jax.random.randint(kb, (config.batch_size,), 0, num_samples)
         return model.update(state, data["x"][idx], data["u"][idx], hp, i)
 
     def evaluate(state, data, hp):
         if "s" not in data:
             return {}
-        mu, log_var = model.posterior(state["params"], data["x"], data["u"])
+        mu, log_var = model.posterior(state.params, data["x"], data["u"])
         signal = jnp.var(mu, 0)
         out = {"corr": metrics.correlation_matrix(data["s"], mu),
                "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0)),
@@ -273,7 +273,7 @@ def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, tru
             # evenly spread over the dataset (user data and iVAE's protocol come sorted by domain:
             # the first points would all be from one domain, with that domain's latent spread)
             m = mu[jacobian_rows(num_samples)]
-            dec = lambda v: model.decode(state["params"], v) @ hp.out_map  # noqa: E731
+            dec = lambda v: model.decode(state.params, v) @ hp.out_map  # noqa: E731
             jac = derivatives.jacobian(dec, m, mode="fwd")  # [B, d_x, n]
             out["jac_abs"] = jnp.mean(jnp.abs(jac), 0) * jnp.std(m, 0)[None, :]  # per latent std
             out["support"] = data["support"]
@@ -355,7 +355,7 @@ def fit_many(keys, xs, us, *, method: str = "ivae", latent_dim: int, preprocess:
     n_samples, obs_dim = p.data["x"].shape[1:]
     task = make_fit_task(p.config, obs_dim, n_samples)
     res = runner.run_group(task, keys, p.hparams(), chunk_steps=chunk_steps, progress=progress, data=p.data)
-    return [Fitted(p.config, method, jax.device_get(jax.tree.map(lambda a, i=i: a[i], res.state["params"])),
+    return [Fitted(p.config, method, jax.device_get(jax.tree.map(lambda a, i=i: a[i], res.state.params)),
                    p.mean[i], p.proj[i], p.num_domains, res.loss_history[i], bool(res.failed[i]))
             for i in range(len(keys))]
 

@@ -124,13 +124,23 @@ def hparams(alphas, betas, lrs, domains) -> HParams:
                    jnp.asarray(domains, jnp.int32))
 
 
+class TrainState(NamedTuple):
+    """One run's state (a pytree)."""
+
+    params: dict  # {"enc", "dec", "prior"} (+ "obs_log_var" when learned)
+    opt: optax.OptState
+    key: Array  # raw key data; step i draws from fold_in(key, i)
+
+
 class Model(NamedTuple):
     """The VAE of one config as pure single-run functions, shared by the synthetic
     experiments (:func:`make_task`) and by :func:`cg.fitting.fit` on user arrays.
 
     Attributes:
-      init: ``(key, hp) -> state`` with ``state = {"params", "opt", "key"}``.
+      init: ``(key, hp) -> TrainState``.
       update: ``(state, x [B, d_x], u int [B], hp, step) -> (state, loss)``, one Adam step.
+      loss: ``(params, x, u int, key, hp, alpha) -> scalar``, the minimised objective of a
+        minibatch (negative (beta-)ELBO + alpha * sparse-mixing penalty), testable alone.
       encode: ``(params, x [N, d_x], u int [N]) -> [N, n]`` posterior means.
       posterior: ``(params, x, u) -> (mean, log variance)``, each ``[N, n]``.
       decode: ``(params, z [n]) -> [d_x]``.
@@ -139,6 +149,7 @@ class Model(NamedTuple):
 
     init: Callable
     update: Callable
+    loss: Callable
     encode: Callable
     posterior: Callable
     decode: Callable
@@ -193,8 +204,7 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
                   "prior": prior.init(kp)}
         if c.learn_obs_var:  # one scalar decoder log-variance, initialised at obs_var
             params["obs_log_var"] = jnp.log(jnp.float32(c.obs_var))
-        return {"params": params, "opt": optax.adam(hp.lr).init(params),
-                "key": rng.to_data(jax.random.fold_in(key, 2))}
+        return TrainState(params, optax.adam(hp.lr).init(params), rng.to_data(jax.random.fold_in(key, 2)))
 
     def loss_fn(params, x, u, key, hp, alpha):
         obs_var = jnp.exp(params["obs_log_var"]) if c.learn_obs_var else c.obs_var
@@ -223,17 +233,17 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
         return loss
 
     def update(state, x, u, hp, i):
-        kz = jax.random.fold_in(rng.from_data(state["key"]), i)
+        kz = jax.random.fold_in(rng.from_data(state.key), i)
         kz = jax.random.split(kz)[1]
         # a warm-up fine-tunes with the penalty from an ELBO solution (as the CG GAN code does)
         alpha = jnp.where(i >= c.sparse_warmup, hp.alpha, 0.0)
         warm = jnp.minimum(1.0, (i + 1.0) / c.kl_warmup) if c.kl_warmup else 1.0
-        loss, grads = jax.value_and_grad(loss_fn)(state["params"], x, u, kz, hp._replace(beta=hp.beta * warm), alpha)
+        loss, grads = jax.value_and_grad(loss_fn)(state.params, x, u, kz, hp._replace(beta=hp.beta * warm), alpha)
         opt_def = optax.adam(lr_schedule(c, hp.lr)(i))
-        updates, opt = opt_def.update(grads, state["opt"], state["params"])
-        return {**state, "params": optax.apply_updates(state["params"], updates), "opt": opt}, loss
+        updates, opt = opt_def.update(grads, state.opt, state.params)
+        return TrainState(optax.apply_updates(state.params, updates), opt, state.key), loss
 
-    return Model(init, update, encode, posterior, decode, enc, dec)
+    return Model(init, update, loss_fn, encode, posterior, decode, enc, dec)
 
 
 def make_task(config: CGConfig) -> runner.Task:
@@ -262,15 +272,15 @@ def make_task(config: CGConfig) -> runner.Task:
         return model.init(key, hp)
 
     def step(state, data, hp, i):
-        kb = jax.random.split(jax.random.fold_in(rng.from_data(state["key"]), i))[0]
+        kb = jax.random.split(jax.random.fold_in(rng.from_data(state.key), i))[0]
         idx = jax.random.randint(kb, (c.batch_size,), 0, c.num_train)
         _, u, x = samples(data, hp.domains, idx)
         return model.update(state, x, u, hp, i)
 
     def evaluate(state, data, hp):
         z, u, x = samples(data, hp.domains, jnp.arange(c.num_train, n_all))
-        mu = model.encode(state["params"], x, u)
-        decode = lambda v: model.decode(state["params"], v)  # noqa: E731
+        mu = model.encode(state.params, x, u)
+        decode = lambda v: model.decode(state.params, v)  # noqa: E731
         true_mix = lambda v: (cg_data.mix(data["mixing"], v) - data["x_mean"]) / data["x_std"]  # noqa: E731
         m = min(c.num_val, L1_EVAL_SAMPLES)
         # the observations themselves as a "representation": the floor a model must beat

@@ -100,4 +100,4 @@ def test_a_new_prior_is_a_registered_subclass(monkeypatch):
     from cg import train as cg_train
     c = cg_train.CGConfig(prior="laplace", sparse=False, num_steps=5, latent_dim=2, hidden=(4,), max_domains=3)
     state, m = cg_train.train(jax.random.PRNGKey(1), c)
-    assert np.isfinite(float(m["final_loss"])) and state["params"]["prior"]["log_b"].shape == (3, 2)
+    assert np.isfinite(float(m["final_loss"])) and state.params["prior"]["log_b"].shape == (3, 2)

@@ -93,8 +93,8 @@ def test_l1_diagnostics_match_closed_form_and_finite_differences():
 
     enc, dec = models.make_nets(cfg.latent_dim, cfg.latent_dim, cfg.hidden)
     x = (leaky(pre2) - data["x_mean"]) / data["x_std"]
-    mu = np.asarray(enc.apply({"params": state["params"]["enc"]}, jnp.asarray(x, jnp.float32)))[:, :cfg.latent_dim]
-    decode = lambda v: np.asarray(dec.apply({"params": state["params"]["dec"]}, jnp.asarray(v, jnp.float32)), np.float64)  # noqa: E731
+    mu = np.asarray(enc.apply({"params": state.params["enc"]}, jnp.asarray(x, jnp.float32)))[:, :cfg.latent_dim]
+    decode = lambda v: np.asarray(dec.apply({"params": state.params["dec"]}, jnp.asarray(v, jnp.float32)), np.float64)  # noqa: E731
     h = 1e-2
     cols = [(decode(mu + h * e) - decode(mu - h * e)) / (2 * h) for e in np.eye(cfg.latent_dim)]
     jac_model = np.stack(cols, -1) * mu.std(0)[None, None, :]
@@ -105,7 +105,7 @@ def test_sparse_warmup_switches_the_penalty_on_at_its_step():
     """With the penalty switched on only for the last step, the parameters differ from the
     alpha = 0 run by one Adam step; with it on from the start they differ far more."""
     cfg = SMALL.replace(num_steps=40)
-    flat = lambda st: np.concatenate([np.ravel(v) for v in jax.tree.leaves(st["params"])])  # noqa: E731
+    flat = lambda st: np.concatenate([np.ravel(v) for v in jax.tree.leaves(st.params)])  # noqa: E731
     base = flat(cg_train.train(rng.key(2), cfg.replace(alpha=0.0))[0])
     late = flat(cg_train.train(rng.key(2), cfg.replace(alpha=2.0, sparse_warmup=39))[0])
     early = flat(cg_train.train(rng.key(2), cfg.replace(alpha=2.0))[0])
