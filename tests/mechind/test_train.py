@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from mechind.core import metrics, rng, runner
-from mechind import train
+from mechind import losses, models, train
 
 SMALL = train.SlotConfig(num_slots=2, overlap=0.0, hidden=(16, 16), num_train=512, num_val=100,
                          num_steps=40, batch_size=32)
@@ -211,3 +211,22 @@ def test_restarts_share_data_and_batches_and_selection_takes_the_lowest_objectiv
     recs.append({"seed": 1, "lam": 1.0, "restart": 0, "objective": 0.9, "failed": False, "sis": 9})
     best = train.select_restarts(recs, ("seed", "lam"))
     assert [r["sis"] for r in best] == [1, 9]  # the failed run is not chosen despite its objective
+
+
+def test_loss_is_testable_alone():
+    """The module-level loss: MSE without the contrast; with it, MSE + lam * C_comp of the
+    decoder at the encoded batch (computed here independently from the nets)."""
+    cfg = train.SlotConfig(num_slots=2, hidden=(8,), latent_norm="none")
+    nets = train.make_nets(cfg)
+    params = models.init_autoencoder(jax.random.PRNGKey(0), nets.enc, nets.dec, cfg.spec.obs_dim,
+                                     cfg.spec.latent_dim)
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, cfg.spec.obs_dim))
+    z = nets.enc.apply({"params": params["enc"]}, x)
+    decode = lambda v: nets.dec.apply({"params": params["dec"]}, v)  # noqa: E731
+    mse = float(jnp.mean((x - decode(z)) ** 2))
+    value, (rec, cc) = train.loss(cfg, nets, params, x, 0.5, with_contrast=False)
+    assert float(value) == pytest.approx(mse, rel=1e-5) and float(cc) == 0.0
+    value, (rec, cc) = train.loss(cfg, nets, params, x, 0.5, with_contrast=True)
+    expected_cc = float(losses.decoder_contrast(decode, z, cfg.spec.slot_sizes))
+    assert float(cc) == pytest.approx(expected_cc, rel=1e-5)
+    assert float(value) == pytest.approx(mse + 0.5 * expected_cc, rel=1e-5)
