@@ -11,7 +11,7 @@ import jax
 import jax.numpy as jnp
 
 # the shared MLP and activations live in the core; re-exported for the slot pipeline
-from mechind.core.nets import ACTIVATIONS, INITS, MLP, NEGATIVE_SLOPE, leaky, xtanh
+from mechind.core.nets import ACTIVATIONS, INITS, MLP, NEGATIVE_SLOPE, leaky, parallel_mlp, xtanh
 
 __all__ = ["ACTIVATIONS", "INITS", "MLP", "NEGATIVE_SLOPE", "leaky", "xtanh", "AdditiveDecoder",
            "make_models", "init_autoencoder"]
@@ -33,13 +33,7 @@ class AdditiveDecoder(nn.Module):
     def __call__(self, z):
         lead = z.shape[:-1]
         h = z.reshape(*lead, self.num_slots, self.slot_dim)
-        sizes = (self.slot_dim, *self.hidden, self.out_dim)
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w = self.param(f"w{i}", nn.initializers.lecun_normal(batch_axis=(0,)), (self.num_slots, a, b))
-            bias = self.param(f"b{i}", nn.initializers.zeros, (self.num_slots, b))
-            h = jnp.einsum("...ka,kab->...kb", h, w) + bias
-            if i < len(sizes) - 2:
-                h = leaky(h)
+        h = parallel_mlp(self, h, self.num_slots, self.hidden, self.out_dim)
         return h.sum(-2)
 
 

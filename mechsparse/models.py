@@ -18,7 +18,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechind.core.nets import MLP, leaky
+from mechind.core.nets import MLP, parallel_mlp
 
 Array = jax.Array
 
@@ -68,14 +68,7 @@ class ParallelMLP(nn.Module):
 
     @nn.compact
     def __call__(self, h):
-        sizes = (h.shape[-1], *self.hidden, self.out_dim)
-        for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-            w = self.param(f"w{i}", nn.initializers.lecun_normal(batch_axis=(0,)), (self.num, a, b))
-            bias = self.param(f"b{i}", nn.initializers.zeros, (self.num, b))
-            h = jnp.einsum("...ka,kab->...kb", h, w) + bias
-            if i < len(sizes) - 2:
-                h = leaky(h)
-        return h
+        return parallel_mlp(self, h, self.num, tuple(self.hidden), self.out_dim)
 
 
 class TransitionPrior(nn.Module):

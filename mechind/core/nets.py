@@ -61,6 +61,23 @@ class MLP(nn.Module):
         return x
 
 
+def parallel_mlp(module: nn.Module, h: Array, num: int, hidden: Sequence[int], out_dim: int) -> Array:
+    """``num`` independent MLPs with batched weights, ``[..., num, d_in] -> [..., num, out_dim]``
+    (leaky ReLU between layers, linear output), without a Python loop over them.
+
+    Called from inside a compact ``module``: the weights ``w{i} [num, a, b]`` and biases
+    ``b{i}`` are that module's own parameters (the slot pipeline's additive decoder, the
+    mechanism-sparsity transition prior)."""
+    sizes = (h.shape[-1], *hidden, out_dim)
+    for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
+        w = module.param(f"w{i}", nn.initializers.lecun_normal(batch_axis=(0,)), (num, a, b))
+        bias = module.param(f"b{i}", nn.initializers.zeros, (num, b))
+        h = jnp.einsum("...ka,kab->...kb", h, w) + bias
+        if i < len(sizes) - 2:
+            h = leaky(h)
+    return h
+
+
 def gaussian_log_prob(x: Array, mean: Array, log_var: Array) -> Array:
     """Diagonal Gaussian log density summed over the last axis."""
     return jnp.sum(-0.5 * ((x - mean) ** 2 / jnp.exp(log_var) + log_var + jnp.log(2 * jnp.pi)), -1)

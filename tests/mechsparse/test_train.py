@@ -61,6 +61,7 @@ def test_resume_through_a_checkpoint_gives_the_same_numbers(tiny_runs, tmp_path)
     np.testing.assert_array_equal(resumed.metrics["edge_probs"], full.metrics["edge_probs"])
 
 
+@pytest.mark.slow  # 4 s; the experiment's end-to-end test trains time data too
 def test_time_data_trains():
     cfg = TINY.replace(data=ms_data.Spec("time", "lower", latent_dim=3, obs_dim=6), num_steps=50)
     _, m = train.train(rng.key(1), cfg, bound=6.0)
