@@ -61,6 +61,8 @@ class Config:
     mask_lr_mult: float = setting(2.0, "the mask logits' step size as a multiple of lr")
     anneal_frac: float = setting(0.5, "share of training over which the bound falls to its target")
     hard: bool = setting(False, "straight-through (hard) Gumbel-sigmoid masks instead of soft")
+    init: str = setting("lecun", "weight initialisation: lecun (flax) or torch (PyTorch's nn.Linear, as theirs)",
+                        choices=("lecun", "torch"))
     chunk_steps: int = setting(5_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
 
     def __post_init__(self):
@@ -82,7 +84,8 @@ class Config:
         return train.Config(data=self.spec(kind), num_train=self.num_train, num_val=self.num_val,
                             hidden=self.hidden, transition_hidden=self.transition_hidden,
                             batch_size=self.batch_size, num_steps=self.steps, lr=self.lr,
-                            mask_lr_mult=self.mask_lr_mult, anneal_frac=self.anneal_frac, hard=self.hard)
+                            mask_lr_mult=self.mask_lr_mult, anneal_frac=self.anneal_frac, hard=self.hard,
+                            init=self.init)
 
 
 PRESETS = {

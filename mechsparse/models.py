@@ -65,10 +65,11 @@ class ParallelMLP(nn.Module):
     num: int
     hidden: Sequence[int]
     out_dim: int
+    init_scheme: str = "lecun"  # or "torch" (PyTorch's nn.Linear), see mechind.core.nets
 
     @nn.compact
     def __call__(self, h):
-        return parallel_mlp(self, h, self.num, tuple(self.hidden), self.out_dim)
+        return parallel_mlp(self, h, self.num, tuple(self.hidden), self.out_dim, self.init_scheme)
 
 
 class TransitionPrior(nn.Module):
@@ -79,11 +80,12 @@ class TransitionPrior(nn.Module):
 
     latent_dim: int
     hidden: Sequence[int]
+    init_scheme: str = "lecun"
 
     @nn.compact
     def __call__(self, parents, mask):
         masked = parents[..., None, :] * mask  # [..., d_z, d_p]
-        mean = ParallelMLP(self.latent_dim, tuple(self.hidden), 1)(masked)[..., 0]
+        mean = ParallelMLP(self.latent_dim, tuple(self.hidden), 1, self.init_scheme)(masked)[..., 0]
         raw_var = self.param("raw_var", nn.initializers.constant(softplus_inverse(PRIOR_VAR_INIT)),
                              (self.latent_dim,))
         var = jax.nn.softplus(raw_var) + PRIOR_VAR_FLOOR
@@ -101,11 +103,12 @@ class Model(nn.Module):
     hidden: Sequence[int]
     transition_hidden: Sequence[int]
     decoder_log_var_init: float = -10.0  # theirs: the reconstruction dominates early
+    init_scheme: str = "lecun"  # "lecun" (flax) or "torch" (PyTorch's nn.Linear, as theirs)
 
     def setup(self):
-        self.encoder = MLP((*self.hidden, 2 * self.latent_dim))
-        self.decoder = MLP((*self.hidden, self.obs_dim))
-        self.prior = TransitionPrior(self.latent_dim, tuple(self.transition_hidden))
+        self.encoder = MLP((*self.hidden, 2 * self.latent_dim), init_scheme=self.init_scheme)
+        self.decoder = MLP((*self.hidden, self.obs_dim), init_scheme=self.init_scheme)
+        self.prior = TransitionPrior(self.latent_dim, tuple(self.transition_hidden), self.init_scheme)
         self.log_alpha = self.param("log_alpha", nn.initializers.constant(LOG_ALPHA_INIT),
                                     (self.latent_dim, self.parent_dim))
         self.decoder_log_var = self.param("decoder_log_var", nn.initializers.constant(self.decoder_log_var_init), ())

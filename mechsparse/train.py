@@ -27,6 +27,7 @@ import optax
 
 from mechind.core import metrics as core_metrics
 from mechind.core import rng, runner
+from mechind.core.nets import INITS
 from mechsparse import data as ms_data
 from mechsparse import losses, metrics, models
 
@@ -57,6 +58,7 @@ class Config:
     dual_lr: float = 5e-4  # step size of the multiplier's ascent (theirs: = lr)
     dual_restarts: bool = True  # reset the multiplier to 0 when the constraint holds (theirs)
     decoder_log_var_init: float = -10.0  # theirs: a tiny decoder variance, reconstruction first
+    init: str = "lecun"  # "lecun" (flax) or "torch" (PyTorch's nn.Linear: U(±1/sqrt(fan_in)), as theirs)
 
     def __post_init__(self):
         checks = [
@@ -73,6 +75,7 @@ class Config:
             (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
             (self.tau > 0, f"tau must be > 0, got {self.tau}"),
             (0 <= self.anneal_frac <= 1, f"anneal_frac must lie in [0, 1], got {self.anneal_frac}"),
+            (self.init in INITS, f"init must be one of {INITS}, got {self.init!r}"),
         ]
         for ok, msg in checks:
             if not ok:
@@ -131,7 +134,7 @@ def check_hparams(config: Config, coeffs, bounds) -> None:
 def make_model(config: Config) -> models.Model:
     s = config.data
     return models.Model(s.obs_dim, s.latent_dim, s.parent_dim, tuple(config.hidden), tuple(config.transition_hidden),
-                        config.decoder_log_var_init)
+                        config.decoder_log_var_init, config.init)
 
 
 def elbo_terms(model: models.Model, params: dict, x: Array, a: Array, mask: Array, key: Array,

@@ -38,13 +38,15 @@ from cg import ivae_data
 from mechind.core import report
 
 
-def checkout(repo: Path, dest: Path, marker: str = "runners/ivae.py") -> Path:
+def checkout(repo: Path, dest: Path, marker: str = "runners/ivae.py", paths: tuple[str, ...] = ()) -> Path:
     """A work tree of ``repo``: the directory itself if it has ``marker``, else the
-    HEAD of a bare git directory (what the fetch tool brings) extracted into ``dest``."""
+    HEAD of a bare git directory (what the fetch tool brings) extracted into ``dest``;
+    ``paths``: only these folders (a snapshot may lack its large data files)."""
     if (repo / marker).exists():
         return repo
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "--git-dir", str(repo), "archive", "HEAD"], check=True, capture_output=True)
+    archive = subprocess.run(["git", "--git-dir", str(repo), "archive", "HEAD", *paths], check=True,
+                             capture_output=True)
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest
 

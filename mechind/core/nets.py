@@ -38,9 +38,7 @@ def _dense(features: int, fan_in: int, init: str) -> nn.Dense:
         return nn.Dense(features)
     if init != "torch":
         raise ValueError(f"init must be one of {INITS}, got {init!r}")
-    bound = 1.0 / float(fan_in) ** 0.5
-    uniform = lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)  # noqa: E731
-    return nn.Dense(features, kernel_init=uniform, bias_init=uniform)
+    return nn.Dense(features, kernel_init=_torch_uniform(fan_in), bias_init=_torch_uniform(fan_in))
 
 
 class MLP(nn.Module):
@@ -61,17 +59,29 @@ class MLP(nn.Module):
         return x
 
 
-def parallel_mlp(module: nn.Module, h: Array, num: int, hidden: Sequence[int], out_dim: int) -> Array:
+def _torch_uniform(fan_in: int):
+    """PyTorch's ``nn.Linear`` initialiser: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+    bound = 1.0 / float(fan_in) ** 0.5
+    return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
+
+
+def parallel_mlp(module: nn.Module, h: Array, num: int, hidden: Sequence[int], out_dim: int,
+                 init: str = "lecun") -> Array:
     """``num`` independent MLPs with batched weights, ``[..., num, d_in] -> [..., num, out_dim]``
     (leaky ReLU between layers, linear output), without a Python loop over them.
 
     Called from inside a compact ``module``: the weights ``w{i} [num, a, b]`` and biases
     ``b{i}`` are that module's own parameters (the slot pipeline's additive decoder, the
-    mechanism-sparsity transition prior)."""
+    mechanism-sparsity transition prior). ``init``: "lecun" (normal of variance 1/fan_in,
+    zero bias) or "torch" (weights and biases as PyTorch's ``nn.Linear``)."""
+    if init not in INITS:
+        raise ValueError(f"init must be one of {INITS}, got {init!r}")
     sizes = (h.shape[-1], *hidden, out_dim)
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
-        w = module.param(f"w{i}", nn.initializers.lecun_normal(batch_axis=(0,)), (num, a, b))
-        bias = module.param(f"b{i}", nn.initializers.zeros, (num, b))
+        lecun = init == "lecun"
+        w = module.param(f"w{i}", nn.initializers.lecun_normal(batch_axis=(0,)) if lecun else _torch_uniform(a),
+                         (num, a, b))
+        bias = module.param(f"b{i}", nn.initializers.zeros if lecun else _torch_uniform(a), (num, b))
         h = jnp.einsum("...ka,kab->...kb", h, w) + bias
         if i < len(sizes) - 2:
             h = leaky(h)

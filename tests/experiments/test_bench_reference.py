@@ -1,5 +1,8 @@
 """The PyTorch reference computes the same quantities as the JAX pipeline (needs torch)."""
 
+import os
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -75,3 +78,37 @@ def test_slot_reference_summary_table():
     rows = [{**base, "impl": "reference", "lam": 0.01, "sis": s} for s in (0.2, 0.6)]
     md = slot_reference.summary_table(rows)
     assert "| mechind | reference | 0.01 | 2 | 0.4 (0.2–0.6) |" in md
+
+
+MECHSPARSE_REPO = Path(os.environ.get("MECHSPARSE_REPO",
+                                      "/work/.mirror/slachapelle+disentanglement_via_mechanism_sparsity/repo"))
+
+
+@pytest.mark.skipif(not MECHSPARSE_REPO.exists(), reason="needs a fetched copy of Lachapelle et al.'s code "
+                                                         "(set MECHSPARSE_REPO)")
+def test_mechsparse_reference_kl_equals_ours_and_it_trains(tmp_path):
+    import sys
+
+    from experiments.bench import ivae_reference, mechsparse_reference
+    from mechsparse import data as ms_data
+    from mechsparse import losses as ms_losses
+    from mechsparse import train as ms_train
+
+    tree = ivae_reference.checkout(MECHSPARSE_REPO, tmp_path / "ref", marker="model/ilcm_vae.py", paths=("model",))
+    sys.path.insert(0, str(tree))
+    from model.latent_models_vae import FCGaussianLatentModel
+
+    lm = FCGaussianLatentModel(3, 3, 0, [], "MLP", n_lag=0, n_layers=1, hid_dim=4, freeze_m=True,
+                               var_p_mode="independent")
+    g = np.random.default_rng(0)
+    p_params, q_params = (torch.tensor(g.normal(size=(5, 3, 2)), dtype=torch.float32) for _ in range(2))
+    theirs = lm.compute_kl(p_params, q_params.reshape(5, 6), None).numpy()  # [5, 3]: KL(q || p) per latent
+    mean_p, var_p = (t.detach().numpy() for t in lm.transform_p_params(p_params, None))
+    mean_q, var_q = (t.numpy() for t in lm.transform_q_params(q_params.reshape(5, 6)))
+    ours = np.asarray(ms_losses.gaussian_kl(mean_q, var_q, mean_p, var_p))[..., 0]
+    np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-5)
+
+    cfg = ms_train.Config(data=ms_data.Spec("action", "cyclic", latent_dim=3, obs_dim=6), num_train=256, num_val=64,
+                          hidden=(8,), transition_hidden=(8,), batch_size=16, num_steps=20)
+    r = mechsparse_reference.run_reference(tree, cfg, mechsparse_reference.our_data(cfg, 0), 0, "bound 1x true", 20)
+    assert not r["failed"] and 0 <= r["mcc"] <= 1 and 0 <= r["shd"] <= 9

@@ -67,3 +67,19 @@ def test_model_initial_values():
     np.testing.assert_allclose(np.asarray(var0), 1.0, rtol=1e-5)
     mean, var = m.apply({"params": params}, jnp.ones((2, 6)), method=models.Model.encode)
     assert mean.shape == (2, 3) and np.all(np.asarray(var) >= models.POSTERIOR_VAR_FLOOR)
+
+
+def test_torch_init_scheme_matches_pytorch_linear_bounds():
+    """init_scheme="torch": every weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as
+    PyTorch's nn.Linear (the reference's) in the encoder, decoder and transition MLPs."""
+    m = models.Model(obs_dim=20, latent_dim=10, parent_dim=10, hidden=(64,), transition_hidden=(32,),
+                     init_scheme="torch")
+    p = m.init(jax.random.PRNGKey(0), jnp.zeros(20), jnp.zeros(10))["params"]
+    w_enc = np.asarray(p["encoder"]["Dense_0"]["kernel"])  # fan_in 20
+    w_tr = np.asarray(p["prior"]["ParallelMLP_0"]["w0"])  # [10, 10, 32], fan_in 10
+    for w, fan_in in ((w_enc, 20), (w_tr, 10)):
+        bound = 1 / np.sqrt(fan_in)
+        assert np.abs(w).max() <= bound and np.abs(w).max() > 0.95 * bound
+        np.testing.assert_allclose(w.std(), bound / np.sqrt(3), rtol=0.1)
+    with pytest.raises(ValueError, match="init must be one of"):
+        models.ParallelMLP(2, (4,), 1, "xavier").init(jax.random.PRNGKey(0), jnp.zeros((2, 3)))
