@@ -99,12 +99,12 @@ def test_mechsparse_reference_kl_equals_ours_and_it_trains(tmp_path):
     from model.latent_models_vae import FCGaussianLatentModel
 
     lm = FCGaussianLatentModel(3, 3, 0, [], "MLP", n_lag=0, n_layers=1, hid_dim=4, freeze_m=True,
-                               var_p_mode="independent")
+                               output_delta=False, var_p_mode="independent")
     g = np.random.default_rng(0)
     p_params, q_params = (torch.tensor(g.normal(size=(5, 3, 2)), dtype=torch.float32) for _ in range(2))
-    theirs = lm.compute_kl(p_params, q_params.reshape(5, 6), None).numpy()  # [5, 3]: KL(q || p) per latent
+    theirs = lm.compute_kl(p_params, q_params.reshape(5, 6), None).detach().numpy()  # [5, 3]: KL(q || p) per latent
     mean_p, var_p = (t.detach().numpy() for t in lm.transform_p_params(p_params, None))
-    mean_q, var_q = (t.numpy() for t in lm.transform_q_params(q_params.reshape(5, 6)))
+    mean_q, var_q = (t.detach().numpy() for t in lm.transform_q_params(q_params.reshape(5, 6)))
     ours = np.asarray(ms_losses.gaussian_kl(mean_q, var_q, mean_p, var_p))[..., 0]
     np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-5)
 
