@@ -21,7 +21,10 @@ MLPs, independent prior variance). Shims, and nothing else:
 Both score MCC (Pearson, Hungarian) of the posterior means on the same held-out samples
 and the SHD of the learned G^a under that matching. Needs the ``bench`` extra (torch).
 
-    python -m experiments.bench.mechsparse_reference --repo /path/to/checkout --seeds 0 1 2
+``--their-init`` also trains ours from their initial weights (mapped onto our parameter
+tree), to tell a difference of initialisation from one of training.
+
+    python -m experiments.bench.mechsparse_reference --repo /path/to/checkout --seeds 0 1 2 [--their-init]
 """
 
 from __future__ import annotations
@@ -52,24 +55,21 @@ def our_data(config: train.Config, seed: int) -> dict:
     return jax.device_get(jax.jit(lambda k: train.make_data(config, k))(rng.key(seed)))
 
 
-def run_reference(tree: Path, config: train.Config, data: dict, seed: int, regime: str, steps: int) -> dict:
-    """Their model trained on ``data``; MCC and SHD on our held-out samples."""
-    import torch
-
+def build_reference(tree: Path, config: train.Config, learn_mask: bool):
+    """Their ``ILCM_VAE`` and latent model at our preset's sizes, initialised by their code
+    (under the caller's ``torch.manual_seed``)."""
     if str(tree) not in sys.path:
         sys.path.insert(0, str(tree))
+    if not hasattr(np, "product"):  # removed in numpy 2; their ELBO calls it
+        np.product = np.prod
     from model.ilcm_vae import ILCM_VAE
     from model.latent_models_vae import FCGaussianLatentModel
     from model.nn import MLP
 
-    if not hasattr(np, "product"):  # removed in numpy 2; their ELBO calls it
-        np.product = np.prod
-    torch.manual_seed(seed)
     s = config.data
-    reg = REGIMES[regime]
     latent = FCGaussianLatentModel(s.latent_dim, s.parent_dim, 0, [], "MLP", n_lag=0,
                                    n_layers=len(config.transition_hidden), hid_dim=config.transition_hidden[0],
-                                   freeze_m=True, freeze_g=True, freeze_gc=not reg["learn"], freeze_dummies=True,
+                                   freeze_m=True, freeze_g=True, freeze_gc=not learn_mask, freeze_dummies=True,
                                    no_drawhard=not config.hard, output_delta=False, var_p_mode="independent",
                                    gumbel_temperature=config.tau, one_gumbel_sample=True)
     opt = types.SimpleNamespace(z_max_dim=s.latent_dim, n_lag=0, beta=config.beta, learn_decoder_var=True,
@@ -80,6 +80,70 @@ def run_reference(tree: Path, config: train.Config, data: dict, seed: int, regim
     width, depth = config.hidden[0], len(config.hidden)
     model.encoder = MLP(s.obs_dim, 2 * s.latent_dim, width, depth, batch_norm=False)
     model.decoder = MLP(s.latent_dim, s.obs_dim, width, depth, batch_norm=False)
+    return model, latent
+
+
+def their_initial_params(model, latent, ours: dict) -> dict:
+    """Our parameter tree holding their initial weights (``ours``: a tree of the same
+    config, for the parameters theirs does not have: mask logits, decoder variance).
+    Their encoder interleaves (mean, log-variance) per latent; ours puts the means first."""
+    import jax.numpy as jnp
+
+    t = lambda x: jnp.asarray(x.detach().numpy())  # noqa: E731
+    layers = lambda m: [getattr(m, f"linear{i}") for i in range(m.nlayers)] + [m.linear_out]  # noqa: E731
+    enc = {f"Dense_{i}": {"kernel": t(lin.weight).T, "bias": t(lin.bias)} for i, lin in enumerate(layers(model.encoder))}
+    last = f"Dense_{model.encoder.nlayers}"
+    w, b = enc[last]["kernel"], enc[last]["bias"]
+    enc[last] = {"kernel": jnp.concatenate([w[:, 0::2], w[:, 1::2]], 1), "bias": jnp.concatenate([b[0::2], b[1::2]])}
+    dec = {f"Dense_{i}": {"kernel": t(lin.weight).T, "bias": t(lin.bias)} for i, lin in enumerate(layers(model.decoder))}
+    pm = latent.parallel_mlp
+    n, hid = latent.num_z_blocks, latent.hid_dim
+    mlp = {"w0": jnp.transpose(t(latent.linear_cont_c.weight), (0, 2, 1)), "b0": t(latent.input_bias)}
+    for i in range(pm.nlayers):  # their hidden parallel layers have no bias
+        mlp[f"w{i + 1}"] = jnp.transpose(t(getattr(pm, f"linear{i}").weight), (0, 2, 1))
+        mlp[f"b{i + 1}"] = jnp.zeros((n, hid))
+    k = pm.nlayers + 1
+    mlp[f"w{k}"] = jnp.transpose(t(pm.linear_out.weight)[:, 0:1, :], (0, 2, 1))  # their output 0 is the mean
+    mlp[f"b{k}"] = t(pm.linear_out.bias)[:, 0:1]
+    prior = {"ParallelMLP_0": mlp, "raw_var": t(latent.logvar).reshape(n)}
+    return {**ours, "encoder": enc, "decoder": dec, "prior": prior}
+
+
+def run_ours_from_their_init(tree: Path, config: train.Config, seed: int, regime: str) -> dict:
+    """Our training loop (``mechsparse.train``) started from their initial weights: if this
+    closes the gap to the reference, the difference is the initialisation, not the training."""
+    import jax.numpy as jnp
+    import optax
+    import torch
+
+    from mechind.core import runner
+
+    reg = REGIMES[regime]
+    task = train.make_task(config)
+    key = rng.key(seed)
+    data = jax.jit(task.make_data)(key)
+    bound = float(np.asarray(data["graph"]).sum()) if reg["bound"] == "true" else float(config.full_edges)
+    hp = train.HParams(jnp.float32(reg["coeff"]), jnp.float32(bound), jnp.float32(float(reg["learn"])),
+                       jnp.float32(config.lr))
+    ours = task.init(key, data, hp)
+    torch.manual_seed(seed)
+    params = their_initial_params(*build_reference(tree, config, reg["learn"]), ours.params)
+    if jax.tree.map(jnp.shape, params) != jax.tree.map(jnp.shape, ours.params):
+        raise RuntimeError("their parameters do not map onto ours at these sizes")
+    state = train.TrainState(params, optax.adam(hp.lr).init(params), ours.multiplier, ours.key)
+    final, _ = jax.jit(lambda st: runner.scan_steps(task, st, data, hp, jnp.int32(0), config.num_steps))(state)
+    fin = train.finish(jax.device_get(task.evaluate(final, data, hp)), "action")
+    return {"seed": seed, "regime": regime, "mcc": fin["mcc"], "shd": fin["shd"], "edges": fin["edges_learned"]}
+
+
+def run_reference(tree: Path, config: train.Config, data: dict, seed: int, regime: str, steps: int) -> dict:
+    """Their model trained on ``data``; MCC and SHD on our held-out samples."""
+    import torch
+
+    torch.manual_seed(seed)
+    s = config.data
+    reg = REGIMES[regime]
+    model, latent = build_reference(tree, config, learn_mask=reg["learn"])
     mask_params = [p for n, p in model.named_parameters() if "log_alpha" in n]
     others = [p for n, p in model.named_parameters() if "log_alpha" not in n and p.requires_grad]
     optim = torch.optim.Adam([{"params": others, "lr": config.lr},
@@ -159,6 +223,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data (and init) seeds")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the quick preset's)")
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
+    ap.add_argument("--their-init", action="store_true",
+                    help="also train ours from their initial weights (is a gap the init or the training?)")
     ap.add_argument("--out", type=Path, default=Path("results/bench/mechsparse_reference.json"))
     args = ap.parse_args(argv)
     config = mechanism_sparsity.PRESETS["quick"].train_config("action")
@@ -175,17 +241,22 @@ def main(argv=None) -> dict:
             print(f"seed {seed} {regime}: reference MCC {r['mcc']:.3f} SHD {r['shd']} "
                   f"({r['train_s']:.0f}s); ours {next(o['mcc'] for o in ours if o['seed'] == seed and o['regime'] == regime):.3f}",
                   flush=True)
+    transplanted = [run_ours_from_their_init(tree, config, seed, regime)
+                    for seed in args.seeds for regime in args.regimes] if args.their_init else []
     summary = {"config": {"steps": config.num_steps, "hidden": config.hidden,
                           "transition_hidden": config.transition_hidden, "batch": config.batch_size,
                           "lr": config.lr, "mask_lr_mult": config.mask_lr_mult, "num_train": config.num_train},
-               "device": report.device_info(), "ours": ours, "reference": theirs}
+               "device": report.device_info(), "ours": ours, "reference": theirs,
+               "ours_from_their_init": transplanted}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report.write_atomic(args.out, json.dumps(summary, indent=1, default=str))
     for regime in args.regimes:
         o = [r["mcc"] for r in ours if r["regime"] == regime]
         t = [r["mcc"] for r in theirs if r["regime"] == regime]
+        x = [r["mcc"] for r in transplanted if r["regime"] == regime]
         print(f"{regime}: ours {np.mean(o):.3f} ({' '.join(f'{v:.3f}' for v in o)}), "
-              f"reference {np.nanmean(t):.3f} ({' '.join(f'{v:.3f}' for v in t)})")
+              f"reference {np.nanmean(t):.3f} ({' '.join(f'{v:.3f}' for v in t)})"
+              + (f", ours from their init {np.mean(x):.3f} ({' '.join(f'{v:.3f}' for v in x)})" if x else ""))
     return summary
 
 

@@ -112,3 +112,6 @@ def test_mechsparse_reference_kl_equals_ours_and_it_trains(tmp_path):
                           hidden=(8,), transition_hidden=(8,), batch_size=16, num_steps=20)
     r = mechsparse_reference.run_reference(tree, cfg, mechsparse_reference.our_data(cfg, 0), 0, "bound 1x true", 20)
     assert not r["failed"] and 0 <= r["mcc"] <= 1 and 0 <= r["shd"] <= 9
+    # their initial weights map onto our parameter tree and our loop trains from them
+    t = mechsparse_reference.run_ours_from_their_init(tree, cfg, 0, "none")
+    assert 0 <= t["mcc"] <= 1 and t["edges"] == 9
