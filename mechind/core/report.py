@@ -6,7 +6,10 @@ so a table can be rebuilt from a finished (or resumed) sweep at any time.
 
 from __future__ import annotations
 
+import contextlib
 import csv
+import errno
+import fcntl
 import io
 import json
 import math
@@ -20,13 +23,40 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 
+class UserError(Exception):
+    """A mistake in what the user gave (an option, a path, a damaged file): a command line
+    shows its message as one line and exits 2, with no traceback."""
+
+
+class CorruptFile(UserError, ValueError):
+    """A file of ours that does not parse where it must (a ``ValueError`` too, for callers)."""
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where Linux allows (``os.umask`` can
+    only be read by setting it, which races with other threads creating files)."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except OSError:
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
 def write_atomic(path: str | os.PathLike, data: str | bytes) -> Path:
-    """Write a file so that readers see either the old or the new content, never half."""
+    """Write a file so that readers see either the old or the new content, never half.
+
+    The file gets the mode a plain ``open`` would give it (0644 under the usual umask),
+    not mkstemp's private 0600, so tables and reports read like ``results.jsonl``."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     mode = "wb" if isinstance(data, bytes) else "w"
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             f.write(data)
         os.replace(tmp, path)
@@ -101,8 +131,78 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
             if i == len(lines) - 1 and not text.endswith("\n"):
                 warnings.warn(f"{path}: last line cut short (an interrupted write); its runs will be redone")
                 break
-            raise ValueError(f"{path}, line {i + 1}: not a JSON record ({e})") from e
+            # from None: the JSON parser's own traceback adds nothing to the line number
+            raise CorruptFile(f"{path}, line {i + 1}: not a JSON record ({e.msg}); repair or delete that line, "
+                              "or start again with --fresh") from None
     return records
+
+
+def _probe_writable(folder: Path) -> None:
+    """Create and remove a file in ``folder``: the only reliable test (``os.access`` is
+    true for root on a read-only bind mount, false negatives on some network file systems)."""
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
+    os.close(fd)
+    os.unlink(tmp)
+
+
+def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
+    """Create ``path`` (and its parents) if needed and check that it, its ``checkpoints``
+    folder and its ``results.jsonl`` can be written, so that a bad output path is one
+    line at startup instead of an error (or an orbax timeout) after training.
+
+    Raises :class:`UserError` naming the problem."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder; pick a folder")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{what} {path}: a part of that path is a file, not a folder; pick another {what}") from None
+    except OSError as e:
+        raise UserError(f"{what} {path} cannot be created ({e.strerror}); pick another {what}") from None
+    targets = [path] + [p for p in (path / "checkpoints",) if p.is_dir()]
+    for folder in targets:
+        try:
+            _probe_writable(folder)
+        except OSError as e:
+            raise UserError(f"{what} {folder} is not writable ({e.strerror}); make it writable or pick "
+                            f"another {what}") from None
+    results = path / "results.jsonl"
+    if results.exists():
+        try:
+            open(results, "a").close()  # append mode opens without changing a byte
+        except OSError as e:
+            raise UserError(f"{results} is not writable ({e.strerror}); make it writable or pick "
+                            f"another {what}") from None
+    return path
+
+
+LOCK_NAME = ".lock"
+
+
+@contextlib.contextmanager
+def locked_folder(path: str | os.PathLike, what: str = "--out"):
+    """Hold ``path`` (checked with :func:`check_output_folder`) for this process alone.
+
+    The lock is ``fcntl.flock`` on ``path/.lock``: the kernel drops it when the process
+    ends however it ends (SIGKILL included), so a crash never leaves the folder stuck;
+    the file only holds the holder's pid, for the message a second process gets."""
+    path = check_output_folder(path, what)
+    fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as e:
+            if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            raise UserError(f"{path} is in use by another run (pid {pid}); wait for it or pick another {what}") \
+                from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        yield path
+    finally:
+        os.close(fd)  # releases the lock (if this process held it)
 
 
 def unique_records(records: list[dict], key: str = "run_id") -> list[dict]:

@@ -13,6 +13,8 @@ Both pipelines (``mechind.train`` and ``cg.train``) use this; there is no second
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import json
 import math
 import os
 import shutil
@@ -26,7 +28,7 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
-from mechind.core import rng
+from mechind.core import report, rng
 
 Array = jax.Array
 PyTree = Any
@@ -109,6 +111,9 @@ class GroupResult:
         resumed group starts its history at the resumed chunk).
       compile_s, train_s, eval_s: wall times (compile includes data and init).
       resumed_from: step the group resumed from (0: a fresh start).
+      layout: how the runs were laid out (:func:`layout`); numbers are reproducible
+        for a given layout, and can move in the last bits (then more, training being
+        chaotic) under another.
     """
 
     metrics: dict
@@ -121,6 +126,21 @@ class GroupResult:
     train_s: float
     eval_s: float
     resumed_from: int
+    layout: dict = dataclasses.field(default_factory=dict)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Ctrl-C during a group, with where it stopped: ``step`` is the last step whose
+    chunk finished (checkpointed when the group checkpoints), ``where`` is filled in by
+    callers that know more (the experiment and group)."""
+
+    def __init__(self, step: int | None, num_steps: int, where: str = ""):
+        super().__init__(step, num_steps, where)
+        self.step, self.num_steps, self.where = step, num_steps, where
+
+    def describe(self) -> str:
+        at = "before training" if self.step is None else f"at step {self.step} of {self.num_steps}"
+        return f"{self.where}, {at}" if self.where else at
 
 
 def run_mesh() -> Mesh:
@@ -162,6 +182,23 @@ def auto_runs_per_call(task: Task, keys: Array, hparams: PyTree, fraction: float
     return fit
 
 
+def effective_runs_per_call(task: Task, keys: Array, hparams: PyTree, max_runs_per_call: int | None) -> int:
+    """How many runs :func:`run_group` trains in one call: ``max_runs_per_call`` (default
+    :func:`auto_runs_per_call`) capped at the number of runs."""
+    if max_runs_per_call is not None and max_runs_per_call < 1:
+        raise ValueError(f"max_runs_per_call must be >= 1, got {max_runs_per_call}")
+    r = int(jnp.shape(keys)[0])
+    return min(r, max_runs_per_call if max_runs_per_call is not None else auto_runs_per_call(task, keys, hparams))
+
+
+def layout(runs_per_call: int, shard: bool = True) -> dict:
+    """What besides config and seed decides a run's last bits: how many runs are vmapped
+    together, over how many devices, on which backend and jax. The same config and seed
+    under the same layout give the same numbers (DESIGN.md, principle 7)."""
+    return {"backend": jax.default_backend(), "devices": jax.local_device_count() if shard else 1,
+            "runs_per_call": int(runs_per_call), "jax": jax.__version__}
+
+
 def _pad_runs(tree: PyTree, total: int) -> PyTree:
     """Pad the run axis to ``total`` by repeating the last run (results are dropped)."""
     def pad(a):
@@ -170,49 +207,129 @@ def _pad_runs(tree: PyTree, total: int) -> PyTree:
     return jax.tree.map(pad, tree)
 
 
+def tree_checksums(tree: PyTree) -> list[str]:
+    """sha256 of every leaf's host bytes (with its shape and dtype): what a checkpoint must
+    give back bit for bit. Orbax checks the structure, not the values."""
+    out = []
+    for leaf in jax.tree.leaves(tree):
+        if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+            leaf = jax.random.key_data(leaf)
+        a = np.ascontiguousarray(np.asarray(leaf))
+        out.append(hashlib.sha256(f"{a.shape}{a.dtype}".encode() + a.tobytes()).hexdigest())
+    return out
+
+
 class _Checkpointer:
-    """Thin orbax wrapper: the latest state of a group, written after every chunk."""
+    """Thin orbax wrapper: the latest two states of a group, written after every chunk,
+    each with the checksums of its arrays in ``checksums.json`` beside the steps."""
+
+    META = "checksums.json"
 
     def __init__(self, directory: str | Path):
         import orbax.checkpoint as ocp
 
         self._ocp = ocp
-        self.mngr = ocp.CheckpointManager(
-            Path(directory).absolute(), options=ocp.CheckpointManagerOptions(max_to_keep=1))
+        self.directory = Path(directory).absolute()
+        # two kept: a step that fails its checksum falls back to the one before
+        self.mngr = ocp.CheckpointManager(self.directory, options=ocp.CheckpointManagerOptions(max_to_keep=2))
 
-    def latest(self) -> int | None:
-        return self.mngr.latest_step()
+    def steps(self) -> list[int]:
+        """Saved steps, newest first."""
+        return sorted((int(s) for s in self.mngr.all_steps()), reverse=True)
+
+    def meta(self) -> dict:
+        try:
+            meta = json.loads((self.directory / self.META).read_text())
+            return meta if isinstance(meta, dict) else {}
+        except (OSError, ValueError):
+            return {}  # missing or damaged: no step can be verified, so none is trusted
 
     def restore(self, step: int, like: PyTree) -> PyTree:
         abstract = jax.tree.map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=a.sharding), like)
         return self.mngr.restore(step, args=self._ocp.args.StandardRestore(abstract))
 
-    def save(self, step: int, tree: PyTree) -> None:
+    def save(self, step: int, tree: PyTree, layout: dict) -> None:
         self.mngr.save(step, args=self._ocp.args.StandardSave(tree))
         self.mngr.wait_until_finished()
+        # written after orbax finished: a crash in between leaves this step unverified,
+        # and resume then falls back to the step before
+        kept = set(self.steps())
+        sums = {k: v for k, v in self.meta().get("steps", {}).items() if int(k) in kept}
+        sums[str(step)] = tree_checksums(tree)
+        report.write_atomic(self.directory / self.META, json.dumps({"layout": layout, "steps": sums}))
+
+    def delete(self, step: int) -> None:
+        self.mngr.delete(step)
 
     def close(self):
         self.mngr.close()
 
 
-def _resume(directory: str | Path, like: PyTree) -> tuple[_Checkpointer, int, PyTree | None]:
+def _check_writable(directory: Path) -> None:
+    """One clear error now instead of orbax's timeout (minutes) on a folder it cannot write."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        report._probe_writable(directory)
+    except OSError as e:
+        raise report.UserError(f"cannot write checkpoints to {directory} ({e.strerror}); make it writable "
+                               "or pick another output folder") from None
+
+
+def _fresh(directory: Path) -> _Checkpointer:
+    shutil.rmtree(directory, ignore_errors=True)
+    return _Checkpointer(directory)
+
+
+def _one_line(e: BaseException) -> str:
+    return f"{type(e).__name__}: {' '.join(str(e).split())[:200]}"
+
+
+def _resume(directory: str | Path, like: PyTree, layout: dict) -> tuple[_Checkpointer, int, PyTree | None]:
     """``(checkpointer, step, restored carry or None)`` of a group's checkpoint folder.
 
-    A folder orbax cannot read (a crash while writing, a disk error, a checkpoint of a
-    different state layout) is reported in one line and discarded: the group starts again
-    from step 0, which gives the same numbers as an uninterrupted run."""
+    The newest step whose arrays match their checksums is resumed. Anything else is one
+    warning line and a fall back to the step before, or to step 0: a folder orbax cannot
+    read (a crash while writing, a disk error, another state layout), a step whose bytes
+    changed after it was written (a flipped bit), a step without checksums, or a
+    checkpoint written under another run layout (resuming it would mix two layouts' last
+    bits in one run). Every fall back ends with the numbers of an uninterrupted run."""
+    directory = Path(directory)
+    _check_writable(directory)
     try:
         ckpt = _Checkpointer(directory)
-        step = ckpt.latest()
-        if step is None:
-            return ckpt, 0, None
-        return ckpt, int(step), ckpt.restore(int(step), like)
+        steps = ckpt.steps()
     except Exception as e:  # noqa: BLE001 (orbax raises many types for a damaged folder)
-        msg = " ".join(str(e).split())[:200]
-        warnings.warn(f"checkpoint folder {directory} is unreadable ({type(e).__name__}: {msg}); "
-                      "discarding it and training this group from step 0", RuntimeWarning, stacklevel=3)
-        shutil.rmtree(directory, ignore_errors=True)
-        return _Checkpointer(directory), 0, None
+        warnings.warn(f"checkpoint folder {directory} is unreadable ({_one_line(e)}); discarding it and training "
+                      "this group from step 0", RuntimeWarning, stacklevel=3)
+        return _fresh(directory), 0, None
+    if not steps:
+        return ckpt, 0, None
+    meta = ckpt.meta()
+    if meta.get("layout") != layout:
+        ckpt.close()
+        why = (f"has no readable {_Checkpointer.META} (damaged, or written by an older version)" if not meta else
+               f"was written under another run layout ({meta['layout']}, now {layout})")
+        warnings.warn(f"checkpoint folder {directory} {why}; training this group from step 0",
+                      RuntimeWarning, stacklevel=3)
+        return _fresh(directory), 0, None
+    problems = []
+    for step in steps:
+        try:
+            tree = ckpt.restore(step, like)
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"step {step} is unreadable ({_one_line(e)})")
+        else:
+            if meta.get("steps", {}).get(str(step)) == tree_checksums(tree):
+                if problems:
+                    warnings.warn(f"checkpoint folder {directory}: {'; '.join(problems)}; resuming from step {step}",
+                                  RuntimeWarning, stacklevel=3)
+                return ckpt, step, tree
+            problems.append(f"step {step} fails its checksum (its files changed after they were written)")
+        ckpt.delete(step)  # a later save of this step must not find it taken
+    ckpt.close()
+    warnings.warn(f"checkpoint folder {directory}: {'; '.join(problems)}; training this group from step 0",
+                  RuntimeWarning, stacklevel=3)
+    return _fresh(directory), 0, None
 
 
 def run_group(
@@ -253,16 +370,16 @@ def run_group(
     r = keys.shape[0]
     if chunk_steps < 1:
         raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
-    if max_runs_per_call is None:
-        max_runs_per_call = auto_runs_per_call(task, keys, hparams)
-    if max_runs_per_call >= r:
-        return _run_call(task, keys, hparams, chunk_steps, checkpoint_dir, progress, shard, max_chunks, data)
+    per_call = effective_runs_per_call(task, keys, hparams, max_runs_per_call)
+    lay = layout(per_call, shard)
+    if per_call >= r:
+        return _run_call(task, keys, hparams, chunk_steps, checkpoint_dir, progress, shard, max_chunks, data, lay)
     parts = []
-    for lo in range(0, r, max_runs_per_call):  # consecutive slices, each the whole schedule
-        sl = lambda a, lo=lo: a[lo:lo + max_runs_per_call]  # noqa: E731
+    for lo in range(0, r, per_call):  # consecutive slices, each the whole schedule
+        sl = lambda a, lo=lo: a[lo:lo + per_call]  # noqa: E731
         sub_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"slice{lo}"
         parts.append(_run_call(task, sl(keys), jax.tree.map(sl, hparams), chunk_steps, sub_dir, progress, shard,
-                               max_chunks, None if data is None else jax.tree.map(sl, data)))
+                               max_chunks, None if data is None else jax.tree.map(sl, data), lay))
     return _concat_results(parts)
 
 
@@ -330,11 +447,11 @@ class ProgressHook:
 class CheckpointHook:
     """The carry saved after every chunk (see :func:`_resume` for the way back)."""
 
-    def __init__(self, ckpt: _Checkpointer):
-        self.ckpt = ckpt
+    def __init__(self, ckpt: _Checkpointer, layout: dict):
+        self.ckpt, self.layout = ckpt, layout
 
     def __call__(self, step: int, length: int, carry: PyTree) -> None:
-        self.ckpt.save(step, carry)
+        self.ckpt.save(step, carry, self.layout)
 
     def close(self) -> None:
         self.ckpt.close()
@@ -344,7 +461,8 @@ def host_loop(task: Task, chunk: Callable[[int], Callable], carry: PyTree, data:
               start: int, chunk_steps: int, hooks: list, max_chunks: int | None = None) -> tuple[PyTree, list, float]:
     """Drive the compiled chunks from step ``start`` to ``task.num_steps`` (or ``max_chunks``
     chunks), calling every hook ``(step, length, carry)`` after each chunk and closing them
-    at the end. Returns ``(carry, per-chunk mean losses [total] each, training seconds)``."""
+    at the end. Returns ``(carry, per-chunk mean losses [total] each, training seconds)``.
+    Ctrl-C becomes :class:`Interrupted` with the last finished step."""
     t_train, chunks, history = 0.0, 0, []
     try:
         while start < task.num_steps and (max_chunks is None or chunks < max_chunks):
@@ -359,14 +477,26 @@ def host_loop(task: Task, chunk: Callable[[int], Callable], carry: PyTree, data:
             chunks += 1
             for hook in hooks:
                 hook(start, length, carry)
+    except KeyboardInterrupt:
+        raise Interrupted(start, task.num_steps) from None
     finally:
-        for hook in hooks:
-            hook.close()
+        _close_all(hooks)
     return carry, history, t_train
 
 
+def _close_all(hooks: list) -> None:
+    """Close every hook even if one fails or Ctrl-C arrives again: closing the checkpoint
+    manager waits for orbax's writer threads, which otherwise print their own tracebacks
+    at exit."""
+    for hook in hooks:
+        try:
+            hook.close()
+        except Exception as e:  # noqa: BLE001 (a close failing must not hide why we stopped)
+            warnings.warn(f"closing {type(hook).__name__} failed ({_one_line(e)})", RuntimeWarning, stacklevel=2)
+
+
 def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkpoint_dir, progress: bool,
-              shard: bool, max_chunks: int | None, data: PyTree | None) -> GroupResult:
+              shard: bool, max_chunks: int | None, data: PyTree | None, lay: dict) -> GroupResult:
     """All of ``keys``' runs as one compiled, vmapped program (see :func:`run_group`):
     plan, data and init, resume, compile, the host loop, evaluate."""
     t0 = time.perf_counter()
@@ -379,9 +509,9 @@ def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkp
                         "last_loss": jnp.zeros((plan.total,), jnp.float32)})
     hooks, start = [], 0
     if checkpoint_dir is not None:
-        ckpt, start, restored = _resume(checkpoint_dir, carry)
+        ckpt, start, restored = _resume(checkpoint_dir, carry, lay)
         carry = carry if restored is None else restored
-        hooks.append(CheckpointHook(ckpt))
+        hooks.append(CheckpointHook(ckpt, lay))
     resumed_from = start
     if progress:
         hooks.append(ProgressHook(task, start, plan.runs))
@@ -393,8 +523,12 @@ def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkp
             compiled[length] = compile_chunk(task, length, plan, carry, data, hp_p)
         return compiled[length]
 
-    if start < task.num_steps:
-        chunk(min(chunk_steps, task.num_steps - start))
+    try:
+        if start < task.num_steps:
+            chunk(min(chunk_steps, task.num_steps - start))
+    except KeyboardInterrupt:  # while compiling: nothing new to lose, the checkpoint stays
+        _close_all(hooks)
+        raise Interrupted(start, task.num_steps) from None
     compile_s = time.perf_counter() - t0
     carry, history, t_train = host_loop(task, chunk, carry, data, hp_p, start, chunk_steps, hooks, max_chunks)
 
@@ -408,7 +542,7 @@ def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkp
         metrics=metrics, failed=failed_at >= 0, failed_at=failed_at, final_loss=plan.trim(carry["last_loss"]),
         state=jax.tree.map(lambda a: a[:r], carry["state"]),
         loss_history=np.stack([h[:r] for h in history], 1) if history else np.zeros((r, 0), np.float32),
-        compile_s=compile_s, train_s=t_train, eval_s=eval_s, resumed_from=resumed_from)
+        compile_s=compile_s, train_s=t_train, eval_s=eval_s, resumed_from=resumed_from, layout=lay)
 
 
 def _concat_results(parts: list[GroupResult]) -> GroupResult:
@@ -423,4 +557,4 @@ def _concat_results(parts: list[GroupResult]) -> GroupResult:
                                  constant_values=np.nan) for p in parts]),
         state=jax.tree.map(lambda *a: jnp.concatenate(a, 0), *[p.state for p in parts]),
         compile_s=sum(p.compile_s for p in parts), train_s=sum(p.train_s for p in parts),
-        eval_s=sum(p.eval_s for p in parts), resumed_from=min(p.resumed_from for p in parts))
+        eval_s=sum(p.eval_s for p in parts), resumed_from=min(p.resumed_from for p in parts), layout=parts[0].layout)

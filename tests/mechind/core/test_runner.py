@@ -69,7 +69,7 @@ def test_resume_after_interruption_and_a_corrupt_checkpoint_starts_afresh(tmp_pa
     assert files
     for p in files:  # every file of the checkpoint overwritten with garbage
         p.write_bytes(b"\x00garbage")
-    with pytest.warns(RuntimeWarning, match="unreadable.*from step 0"):
+    with pytest.warns(RuntimeWarning, match="(unreadable|no readable checksums).*from step 0"):
         again = _run(task, [0.1, 0.05], chunk_steps=10, checkpoint_dir=tmp_path / "b")
     assert again.resumed_from == 0
     np.testing.assert_array_equal(again.metrics["err"], full.metrics["err"])
@@ -80,3 +80,74 @@ def test_slices_equal_one_call():
     one = _run(task, [0.1, 0.05, 0.2], chunk_steps=10)
     sliced = _run(task, [0.1, 0.05, 0.2], chunk_steps=10, max_runs_per_call=2)
     np.testing.assert_allclose(sliced.metrics["err"], one.metrics["err"], rtol=1e-6)
+
+
+def _noisy_task(num_steps: int = 30, width: int = 4096) -> runner.Task:
+    """A state of ``width`` random floats: large enough that orbax stores it in a data file
+    whose bytes a flipped bit changes without breaking its decoding."""
+    def make_data(key):
+        return {"x": jax.random.normal(key, (width,))}
+
+    def init(key, data, hp):
+        return {"w": jax.random.normal(jax.random.fold_in(key, 1), (width,))}
+
+    def step(state, data, hp, i):
+        w = state["w"] - hp["lr"] * (state["w"] - data["x"]) + 1e-3 * jnp.sin(state["w"] * i)
+        return {"w": w}, jnp.mean((w - data["x"]) ** 2)
+
+    def evaluate(state, data, hp):
+        return {"err": jnp.mean((state["w"] - data["x"]) ** 2)}
+
+    return runner.Task(make_data, init, step, evaluate, num_steps, "noisy")
+
+
+def test_a_flipped_byte_in_a_checkpoint_is_caught_by_its_checksum(tmp_path):
+    task = _noisy_task()
+    full = _run(task, [0.1, 0.05], chunk_steps=10)
+    _run(task, [0.1, 0.05], chunk_steps=10, checkpoint_dir=tmp_path / "c", max_chunks=2)  # steps 10 and 20 kept
+    step20 = [p for p in (tmp_path / "c" / "20").rglob("*") if p.is_file()]
+    data = max(step20, key=lambda p: p.stat().st_size)  # the arrays' bytes
+    raw = bytearray(data.read_bytes())
+    raw[len(raw) // 2] ^= 0x01
+    data.write_bytes(bytes(raw))
+    with pytest.warns(RuntimeWarning, match="step 20 fails its checksum.*resuming from step 10"):
+        again = _run(task, [0.1, 0.05], chunk_steps=10, checkpoint_dir=tmp_path / "c")
+    assert again.resumed_from == 10
+    np.testing.assert_array_equal(again.metrics["err"], full.metrics["err"])
+
+
+def test_a_checkpoint_of_another_layout_is_not_resumed(tmp_path):
+    task = _toy_task()
+    full = _run(task, [0.1, 0.05], chunk_steps=10)
+    assert full.layout == runner.layout(2) and full.layout["devices"] == jax.local_device_count()
+    _run(task, [0.1, 0.05], chunk_steps=10, checkpoint_dir=tmp_path, max_chunks=2)
+    meta = tmp_path / "checksums.json"
+    meta.write_text(meta.read_text().replace('"devices": 1', '"devices": 2'))  # as if written on 2 devices
+    with pytest.warns(RuntimeWarning, match="another run layout.*from step 0"):
+        again = _run(task, [0.1, 0.05], chunk_steps=10, checkpoint_dir=tmp_path)
+    assert again.resumed_from == 0
+    np.testing.assert_array_equal(again.metrics["err"], full.metrics["err"])
+
+
+def test_ctrl_c_in_the_host_loop_says_where_it_stopped(tmp_path, monkeypatch):
+    task = _toy_task()
+    calls = []
+
+    class StopAtSecondChunk:
+        def __call__(self, step, length, carry):
+            calls.append(step)
+            if len(calls) == 2:
+                raise KeyboardInterrupt
+
+        def close(self):
+            calls.append("closed")
+
+    real = runner.host_loop
+    monkeypatch.setattr(runner, "host_loop", lambda *a, **k: real(*a[:7], [*a[7], StopAtSecondChunk()], *a[8:], **k))
+    with pytest.raises(runner.Interrupted) as e:
+        _run(task, [0.1], chunk_steps=10, checkpoint_dir=tmp_path)
+    assert (e.value.step, e.value.num_steps) == (20, 40) and calls == [10, 20, "closed"]
+    assert e.value.describe() == "at step 20 of 40"
+    monkeypatch.undo()
+    resumed = _run(task, [0.1], chunk_steps=10, checkpoint_dir=tmp_path)  # the checkpoint of step 20 is there
+    assert resumed.resumed_from == 20
