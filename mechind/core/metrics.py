@@ -153,3 +153,24 @@ def support_f1(jac_abs: np.ndarray, support: np.ndarray, perm: np.ndarray, thres
         return 0.0
     precision, recall = tp / est.sum(), tp / np.sum(support)
     return float(2 * precision * recall / (precision + recall))
+
+
+def support_auroc(jac_abs: np.ndarray, support: np.ndarray, perm: np.ndarray) -> float:
+    """Support recovery without a threshold: the AUROC of the learned Jacobian's entries as
+    scores for "is an edge", true edges against true zeros.
+
+    Each column of ``jac_abs [d_x, n]`` (learned column ``perm[i]`` is true latent i, see
+    :func:`matched_permutation`) is divided by its largest entry first, so the score does
+    not depend on a latent's scale. The AUROC is ``P(edge score > zero score)`` with ties
+    counted half (the Mann-Whitney U over pairs). Every entry tied (the dense guess) gives
+    0.5; the true Jacobian gives 1. NaN when the support has no zeros or no edges.
+    """
+    j = np.asarray(jac_abs, float)[:, perm]
+    j = j / np.maximum(np.max(j, axis=0, keepdims=True), np.finfo(float).tiny)
+    s = np.asarray(support, bool)
+    pos, neg = j[s], j[~s]
+    if not pos.size or not neg.size:
+        return float("nan")
+    greater = np.mean(pos[:, None] > neg[None, :])
+    ties = np.mean(pos[:, None] == neg[None, :])
+    return float(greater + 0.5 * ties)

@@ -112,3 +112,27 @@ def test_support_f1_on_hand_built_cases():
     assert m.support_f1(small, support, perm) == 1.0
     corr = np.array([[0.1, 0.0, 0.9], [0.8, 0.1, 0.0], [0.0, -0.95, 0.1]])
     assert m.matched_permutation(corr).tolist() == [2, 0, 1]
+
+
+def test_support_auroc_on_hand_built_cases_and_against_sklearn():
+    from sklearn.metrics import roc_auc_score
+
+    support = np.array([[1, 0], [1, 1], [0, 1]], bool)
+    perm = np.array([1, 0])  # learned column 1 is true latent 0
+    learned = np.array([[0.0, 2.0], [1.0, 4.0], [3.0, 0.1]])  # true latent 0 -> column 1
+    assert metrics.support_auroc(learned, support, perm) == 1.0
+    assert metrics.support_auroc(np.ones((3, 2)), support, perm) == 0.5  # the dense guess
+    assert metrics.support_auroc(learned[:, ::-1], support, np.arange(2)) == 1.0  # the same, relabelled
+    flipped = np.array([[0.0, 3.0], [0.1, 0.1], [3.0, 0.0]])  # every zero scored above every edge
+    assert metrics.support_auroc(flipped, support, np.arange(2)) == 0.0
+    assert np.isnan(metrics.support_auroc(np.ones((3, 2)), np.ones((3, 2), bool), np.arange(2)))
+    # column scale does not matter (each column is divided by its largest entry)
+    r = np.random.default_rng(0)
+    j, s = r.random((7, 4)), r.random((7, 4)) < 0.5
+    assert metrics.support_auroc(j * [1, 10, 100, 0.1], s, np.arange(4)) == pytest.approx(
+        metrics.support_auroc(j, s, np.arange(4)))
+    # against sklearn on the column-normalised scores, ties included
+    j = np.round(r.random((9, 5)), 1)
+    s = r.random((9, 5)) < 0.4
+    norm = j / j.max(0)
+    assert metrics.support_auroc(j, s, np.arange(5)) == pytest.approx(roc_auc_score(s.ravel(), norm.ravel()))
