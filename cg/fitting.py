@@ -6,15 +6,22 @@
     fitted.loss_history                  # mean training loss per chunk of steps
 
 ``x [N, d_x]`` float observations, ``u [N]`` integer domain (segment) labels
-``0..M-1``. Observations are whitened first (``preprocess="whiten"``, the default: PCA
-whitening, an invertible linear map, so identifiability is unchanged), or z-scored per
-dimension (``"standardize"``, which keeps the observed coordinates and so the support of
-the mixing Jacobian: use it for the sparse-mixing methods' support questions), or left
-as they are (``"none"``); :meth:`Fitted.decode` un-does it. Why whitening is the
-default: with per-dimension z-scoring, a mixing whose Jacobian is ill-conditioned leaves
-directions of the data with variance below the decoder variance ``obs_var``; the ELBO is
-then higher with that latent switched off (posterior collapse) and MCC falls (measured
-in ``docs/ivae_identification.md``). Every field of
+``0..M-1``. Observations are whitened first (``preprocess="whiten"``, the default), or
+z-scored per dimension (``"standardize"``), or left as they are (``"none"``);
+:meth:`Fitted.decode` un-does it. Every choice is an invertible linear map, so
+identifiability is unchanged, and the sparse-mixing penalty is always on the Jacobian in
+the data's own (z-scored) coordinates (``out_map``), whatever the preprocessing.
+
+``"whiten"`` whitens the ``latent_dim`` leading principal directions and scales the other
+``d_x - latent_dim`` by the same factor as the last of those, so they keep their small
+variance relative to the signal. For ``d_x = latent_dim`` this is plain PCA whitening.
+Why not plain whitening when ``d_x > n``: it blows the near-null directions of x (noise)
+up to unit variance, as large as a latent's, and the models then fit noise (measured:
+n = 4, d_x = 8, linear, Gaussian prior + L1, MCC 0.01). Why not z-scoring: a mixing
+whose Jacobian is ill-conditioned leaves directions with variance below the decoder
+variance ``obs_var``; the ELBO is then higher with that latent switched off (posterior
+collapse) and MCC falls (measured in ``docs/ivae_identification.md``). ``"whiten_all"``
+is plain PCA whitening of every direction, kept to measure that difference. Every field of
 :class:`cg.train.CGConfig` that defines the model or the optimisation (``hidden``,
 ``num_steps``, ``lr``, ``alpha``, ``obs_var``, ...) may be overridden by keyword;
 the defaults are the ones the experiments use.
@@ -29,7 +36,9 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -40,17 +49,16 @@ import numpy as np
 
 from cg import models
 from cg import train as cg_train
-from mechind.core import derivatives, metrics, rng, runner
+from mechind.core import derivatives, metrics, report, rng, runner
 
 Array = jax.Array
 
-# CGConfig fields that describe a synthetic dataset, not a model: not overridable here
-DATA_FIELDS = ("density", "latent_dist", "max_domains", "num_domains", "num_train", "num_val")
-PREPROCESS = ("whiten", "standardize", "none")
+# what a method fixes (cg.models.METHODS); --set cannot change them behind the method's name
+METHOD_FIELDS = ("prior", "sparse", "penalty")
+PREPROCESS = ("whiten", "standardize", "none", "whiten_all")
 SPARSE_WARMUP_FRACTION = 0.5  # sparse methods: the L1 penalty fine-tunes an ELBO solution
 JACOBIAN_SAMPLES = 1_000  # posterior means at which support recovery reads the decoder's Jacobian
-# fit's own defaults where they differ from CGConfig's (the CG experiments keep theirs until
-# they are re-run on this estimator); each was measured on iVAE's protocol, see
+# the defaults of every CG fit (cg.fit and the experiments alike); each was measured on iVAE's protocol, see
 # docs/ivae_identification.md: a decoder variance learned from a large start (0.5 of the
 # whitened variance), a full-covariance posterior conditioned on the domain, the KL in
 # closed form (Gaussian priors), hidden (128, 128) and Adam 2e-3 for 20k steps with lr / 10 for
@@ -58,12 +66,11 @@ JACOBIAN_SAMPLES = 1_000  # posterior means at which support recovery reads the 
 # of the cost); chosen on data seeds 0-4 and checked on held-out seeds 5-9
 FIT_DEFAULTS = dict(num_steps=20_000, hidden=(128, 128), lr=2e-3, obs_var=0.5, learn_obs_var=True,
                     posterior_cov="full", kl="analytic", encoder_u=True, lr_drop=0.75)
-
-# per-method defaults on top of FIT_DEFAULTS: beta > 1 with a *learned* decoder variance has a
-# degenerate optimum (the variance explains all the data, every latent switched off; measured on
-# the sparse iVAE protocol, n = 3, 4 domains: 0 active latents, MCC 0.23-0.50), so beta-VAE keeps
-# a fixed variance of 0.05 of the whitened unit variance (3 of 3 latents active, MCC 0.70-0.81)
-METHOD_FIT_DEFAULTS = {"beta_vae": dict(learn_obs_var=False, obs_var=0.05)}
+# float32 holds magnitudes to ~3.4e38 and its squares (a variance) to ~1.8e19: values beyond this
+# overflow the statistics of the preprocessing (the penalty's map became zeros: issue 20)
+MAX_ABS_X = 1e15
+MAX_LABEL = 2 ** 31 - 1
+HELDOUT_STREAM = 2 ** 31 - 1  # fold_in data of the held-out ELBO's noise: no training step uses it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -141,10 +148,17 @@ def _check_x(x, obs_dim: int | None = None) -> np.ndarray:
         raise ValueError(f"x must be a 2-D array [N, d_x], got shape {x.shape}")
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise ValueError(f"x must hold real numbers, got dtype {x.dtype}")
+    if x.shape[0] == 0 or x.shape[1] == 0:
+        raise ValueError(f"x is empty (shape {x.shape})")
+    x = x.astype(np.float64) if not np.issubdtype(x.dtype, np.floating) else x
     bad = ~np.isfinite(x)
     if bad.any():
         rows = np.flatnonzero(bad.any(1))
         raise ValueError(f"x holds {int(bad.sum())} NaN/inf value(s), first in row {rows[0]}")
+    big = np.abs(x) > MAX_ABS_X
+    if big.any():
+        raise ValueError(f"x holds {int(big.sum())} value(s) of magnitude above {MAX_ABS_X:.0e} (largest "
+                         f"{np.abs(x).max():.3g}), beyond what float32 statistics hold; rescale x first")
     if obs_dim is not None and x.shape[1] != obs_dim:
         raise ValueError(f"x has {x.shape[1]} columns, the model was fitted to {obs_dim}")
     return x.astype(np.float32)
@@ -161,9 +175,11 @@ def _check_u(u, n: int, num_domains: int | None = None) -> np.ndarray:
             raise ValueError("u must hold integer domain labels 0..M-1; got non-integer values")
     elif not np.issubdtype(u.dtype, np.integer):
         raise ValueError(f"u must hold integer domain labels 0..M-1, got dtype {u.dtype}")
-    u = u.astype(np.int64)
+    # range checks on the values as they are, before any cast (a cast to int32 first wrapped 2^32 to 0)
     if len(u) and u.min() < 0:
         raise ValueError(f"u must hold labels 0..M-1, got a negative label {u.min()}")
+    if len(u) and u.max() > MAX_LABEL:
+        raise ValueError(f"u holds label {u.max()}; labels must be 0..M-1 with M the number of domains")
     if num_domains is not None and len(u) and u.max() >= num_domains:
         raise ValueError(f"u holds label {u.max()}, outside 0..{num_domains - 1} of the fitted model")
     return u.astype(np.int32)
@@ -189,9 +205,12 @@ def check_inputs(x, u, *, method: str, latent_dim: int, batch_size: int) -> tupl
     return x, u, num_domains
 
 
-def preprocessing(x: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
-    """``(mean [d_x], proj [d_x, d_x])`` with ``(x - mean) @ proj`` whitened (identity
-    covariance), z-scored per dimension, or unchanged. Raises on a constant dimension."""
+def preprocessing(x: np.ndarray, how: str, latent_dim: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """``(mean [d_x], proj [d_x, d_x])``, invertible, with ``(x - mean) @ proj`` whitened in its
+    ``latent_dim`` leading principal directions (the rest scaled alike, see the module
+    docstring; all of them when ``latent_dim`` is None), z-scored per dimension, or
+    unchanged. Raises on a constant dimension, or fewer than ``latent_dim`` directions of
+    variance."""
     if how not in PREPROCESS:
         raise ValueError(f"preprocess must be one of {PREPROCESS}, got {how!r}")
     x64 = np.asarray(x, np.float64)
@@ -203,30 +222,40 @@ def preprocessing(x: np.ndarray, how: str) -> tuple[np.ndarray, np.ndarray]:
         raise ValueError(f"observed dimension(s) {np.flatnonzero(std == 0).tolist()} of x are constant; drop them")
     if how == "standardize":
         return mean.astype(np.float32), np.diag(1.0 / std).astype(np.float32)
-    evals, evecs = np.linalg.eigh(np.cov(x64.T))
-    if evals[0] <= 1e-12 * evals[-1]:
-        raise ValueError("x is rank-deficient (a linear combination of its columns is constant): "
-                         "whitening is undefined; drop redundant columns or pass preprocess='standardize'")
-    return mean.astype(np.float32), (evecs / np.sqrt(evals)).astype(np.float32)
+    evals, evecs = np.linalg.eigh(np.cov(x64.T))  # ascending
+    k = d if latent_dim is None or how == "whiten_all" else min(latent_dim, d)
+    floor = evals[-k]  # the k-th largest: directions below it are scaled as it is, not blown up
+    if floor <= 1e-12 * evals[-1] or evals[0] <= 1e-24 * evals[-1]:
+        raise ValueError(f"x has fewer than {k} directions of variance (a linear combination of its columns is "
+                         "constant): drop redundant columns, lower latent_dim or pass preprocess='standardize'")
+    return mean.astype(np.float32), (evecs / np.sqrt(np.maximum(evals, floor))).astype(np.float32)
 
 
-def make_config(method: str, latent_dim: int, num_samples: int, num_domains: int, **overrides) -> cg_train.CGConfig:
-    """The config of a fit: the experiments' defaults, the method's prior and penalty, and
-    ``overrides`` (fields of :class:`cg.train.CGConfig`, data-description fields excluded)."""
-    known = {f.name for f in dataclasses.fields(cg_train.CGConfig)} - set(DATA_FIELDS)
+def make_config(method: str, latent_dim: int, **overrides) -> cg_train.CGConfig:
+    """The config of a fit: :data:`FIT_DEFAULTS`, then the method's entry of
+    :data:`cg.models.METHODS` (prior, penalty, weights, settings), then ``overrides``
+    (fields of :class:`cg.train.CGConfig`, except those a method fixes)."""
+    if method not in models.METHODS:
+        raise ValueError(f"method must be one of {sorted(models.METHODS)}, got {method!r}")
+    known = {f.name for f in dataclasses.fields(cg_train.CGConfig)} - set(METHOD_FIELDS) - {"latent_dim"}
+    fixed = sorted(set(overrides) & set(METHOD_FIELDS))
+    if fixed:
+        raise ValueError(f"{fixed} are set by the method; pick the method that has the one you want "
+                         f"({', '.join(f'{k}: {m.prior}' for k, m in models.METHODS.items())})")
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; valid: {sorted(known)}")
     m = models.METHODS[method]
-    base = dict(latent_dim=latent_dim, max_domains=num_domains, num_domains=num_domains,
-                num_train=num_samples, num_val=2, prior=m["prior"], sparse=m["sparse"], beta=m["beta"],
-                **{**FIT_DEFAULTS, **METHOD_FIT_DEFAULTS.get(method, {})})
-    if not m["sparse"]:
-        base["alpha"] = 0.0
-    elif "sparse_warmup" not in overrides:
+    base = dict(FIT_DEFAULTS, latent_dim=latent_dim, prior=m.prior, sparse=m.sparse, penalty=m.penalty or "exact",
+                alpha=m.alpha, beta=m.beta, **dict(m.settings))
+    if m.sparse and "sparse_warmup" not in overrides:
         # the penalty on from the start, with the decoder variance starting large, switched every
         # latent off (CG-VAE MCC 0.28-0.35, 0 active latents); on after half the steps: 0.87
-        base["sparse_warmup"] = int(SPARSE_WARMUP_FRACTION * overrides.get("num_steps", base["num_steps"]))
+        steps = overrides.get("num_steps", base["num_steps"])
+        base["sparse_warmup"] = int(SPARSE_WARMUP_FRACTION * steps) if isinstance(steps, int) else 0
+    if not m.sparse and overrides.get("alpha", 0) != 0:
+        raise ValueError(f"method {method!r} has no sparsity penalty, so alpha must stay 0; "
+                         f"the methods with one: {sorted(k for k, v in models.METHODS.items() if v.sparse)}")
     return cg_train.CGConfig(**{**base, **overrides})
 
 
@@ -236,17 +265,37 @@ def jacobian_rows(num_samples: int) -> np.ndarray:
     return np.unique(np.linspace(0, num_samples - 1, min(num_samples, JACOBIAN_SAMPLES)).astype(np.int64))
 
 
-def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, truth_dim: int = 0) -> runner.Task:
+def heldout_negative_elbo(config: cg_train.CGConfig, num_domains: int, params, x, u, key) -> Array:
+    """``-ELBO`` per sample (nats, one posterior sample each, beta = 1, no penalty) of
+    preprocessed ``x [N, d_x]``, the Gaussian likelihood's normaliser included, so models
+    with a fixed and a learned decoder variance compare."""
+    hp = cg_train.HParams(jnp.float32(0.0), jnp.float32(1.0), jnp.float32(0.0))
+    plain = cg_train.make_model(dataclasses.replace(config, sparse=False), x.shape[-1], num_domains)
+    loss = plain.loss(params, x, u, key, hp, 0.0)
+    log_var = params["obs_log_var"] if config.learn_obs_var else jnp.log(config.obs_var)
+    # the loss drops 0.5 d log(2 pi) always, and 0.5 d log(obs_var) when the variance is fixed
+    return loss + 0.5 * x.shape[-1] * (jnp.log(2 * jnp.pi) + (0.0 if config.learn_obs_var else log_var))
+
+
+def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, num_domains: int,
+                  truth_dim: int = 0) -> runner.Task:
     """A :class:`~mechind.core.runner.Task` whose data are caller-supplied arrays ``{"x", "u"}``
-    (and the true latents ``"s" [N, truth_dim]`` when ``truth_dim > 0``: then ``evaluate``
-    returns their correlation matrix with the posterior means over the whole dataset,
-    ``"corr" [truth_dim, n]``, and each latent's share of variance carried by its posterior
-    mean, ``"active" [n]``, see :meth:`Fitted.active_latents`; with a true support
-    ``"support" [d_x, truth_dim]`` in the data as well, the decoder's mean absolute Jacobian
-    in z-scored observed coordinates per latent standard deviation, ``"jac_abs" [d_x, n]``,
-    over the rows :func:`jacobian_rows`; its sum is the standardized L1 of
-    :func:`cg.losses.sparse_mixing_penalty`)."""
-    model = cg_train.make_model(config, obs_dim, config.max_domains)
+    (preprocessed; :func:`prepare`). Optional data, each with a leading run axis in a sweep:
+
+    * ``"s" [N, truth_dim]``, the true latents: ``evaluate`` returns their Pearson and
+      Spearman correlation matrices with the posterior means over the whole dataset
+      (``"corr"``, ``"corr_spearman"`` ``[truth_dim, n]``), each latent's share of variance
+      carried by its posterior mean (``"active" [n]``, see :meth:`Fitted.active_latents`)
+      and the latents' scale (``"latent_std"``);
+    * ``"support" [d_x, truth_dim]``: also the decoder's mean absolute Jacobian in z-scored
+      observed coordinates per latent standard deviation, ``"jac_abs" [d_x, n]``, over the
+      rows :func:`jacobian_rows` (its sum is the standardized L1 of
+      :func:`cg.losses.sparse_mixing_penalty`);
+    * ``"x_val" [V, d_x]``, ``"u_val" [V]`` (preprocessed alike) and ``"logdet"`` (the
+      preprocessing's log |det proj|): ``"heldout_nelbo"``, nats per held-out sample in
+      the data's original units (:func:`heldout_negative_elbo`).
+    """
+    model = cg_train.make_model(config, obs_dim, num_domains)
 
     def make_data(key):  # shapes only: run_group is given the arrays themselves
         d = {"x": jnp.zeros((num_samples, obs_dim)), "u": jnp.zeros((num_samples,), jnp.int32)}
@@ -261,16 +310,22 @@ def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, tru
         return model.update(state, data["x"][idx], data["u"][idx], hp, i)
 
     def evaluate(state, data, hp):
+        out = {}
+        if "x_val" in data:
+            key = jax.random.fold_in(rng.from_data(state.key), HELDOUT_STREAM)
+            out["heldout_nelbo"] = heldout_negative_elbo(config, num_domains, state.params, data["x_val"],
+                                                         data["u_val"], key) - data["logdet"]
         if "s" not in data:
-            return {}
+            return out
         mu, log_var = model.posterior(state.params, data["x"], data["u"])
         signal = jnp.var(mu, 0)
-        out = {"corr": metrics.correlation_matrix(data["s"], mu),
-               "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0)),
-               # a derivative penalty can be paid by inflating the latents: keep their scale in view
-               "latent_std": jnp.mean(jnp.sqrt(signal))}
+        out.update({"corr": metrics.correlation_matrix(data["s"], mu),
+                    "corr_spearman": metrics.correlation_matrix(data["s"], mu, method="spearman"),
+                    "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0)),
+                    # a derivative penalty can be paid by inflating the latents: keep their scale in view
+                    "latent_std": jnp.mean(jnp.sqrt(signal))})
         if "support" in data:  # support recovery: the decoder's Jacobian in z-scored coordinates
-            # evenly spread over the dataset (user data and iVAE's protocol come sorted by domain:
+            # evenly spread over the dataset (user data and the benchmarks come sorted by domain:
             # the first points would all be from one domain, with that domain's latent spread)
             m = mu[jacobian_rows(num_samples)]
             dec = lambda v: model.decode(state.params, v) @ hp.out_map  # noqa: E731
@@ -282,14 +337,36 @@ def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, tru
     return runner.Task(make_data, init, step, evaluate, config.num_steps, f"fit {config.prior}")
 
 
+def run_scalars(mt: dict) -> dict:
+    """Host-side scalars of one run's :func:`make_fit_task` metrics (numpy): Pearson and
+    Spearman MCC, active latents, the latent scale, and with a true support its recovery
+    (AUROC, and the older thresholded F1) and the standardized L1; the held-out -ELBO."""
+    out = {}
+    if "heldout_nelbo" in mt:
+        out["heldout_nelbo"] = float(mt["heldout_nelbo"])
+    if "corr" not in mt:
+        return out
+    perm = metrics.matched_permutation(mt["corr"])
+    out.update({"mcc": metrics.mcc_from_corr(mt["corr"]), "mcc_spearman": metrics.mcc_from_corr(mt["corr_spearman"]),
+                "active_latents": int(np.sum(mt["active"] > 0.5)), "latent_std": float(mt["latent_std"])})
+    if "jac_abs" in mt:
+        support = np.asarray(mt["support"], bool)
+        out.update({"support_auroc": metrics.support_auroc(mt["jac_abs"], support, perm),
+                    "support_f1": metrics.support_f1(mt["jac_abs"], support, perm),
+                    "l1_model": float(np.sum(mt["jac_abs"]))})
+    return out
+
+
 @dataclasses.dataclass(frozen=True)
 class Prepared:
     """Checked, preprocessed arrays of R datasets and the config that fits them.
 
-    Attributes: config; data ``{"x" [R, N, d_x] preprocessed, "u" [R, N]}``; mean
-    ``[R, d_x]`` and proj ``[R, d_x, d_x]`` (the preprocessing); num_domains M; out_map
-    ``[R, d_x, d_x]``, preprocessed -> z-scored coordinates (``inv(proj) diag(1 / std)``)."""
+    Attributes: method; config; data ``{"x" [R, N, d_x] preprocessed, "u" [R, N]}`` (and
+    ``"x_val"``, ``"u_val"``, ``"logdet"`` with held-out data); mean ``[R, d_x]`` and proj
+    ``[R, d_x, d_x]`` (the preprocessing); num_domains M; out_map ``[R, d_x, d_x]``,
+    preprocessed -> z-scored coordinates (``inv(proj) diag(1 / std)``)."""
 
+    method: str
     config: cg_train.CGConfig
     data: dict
     mean: np.ndarray
@@ -297,26 +374,30 @@ class Prepared:
     num_domains: int
     out_map: np.ndarray
 
-    def hparams(self, alphas=None, betas=None) -> cg_train.HParams:
+    def hparams(self, alphas=None) -> cg_train.HParams:
         """Per-run numbers, and ``out_map [R, d_x, d_x]``: preprocessed x -> z-scored observed
         coordinates, so a sparsity penalty is on the Jacobian in the data's own coordinates
-        (whitening mixes them; this undoes it inside the penalty only). ``alphas``, ``betas``
-        ``[R]``: per-run weights (default: the config's), so methods that share a prior share
-        one compiled program."""
+        (whitening mixes them; this undoes it inside the penalty only). ``alphas [R]``: per-run
+        penalty weights (default: the config's), so an alpha sweep is one compiled program."""
         c, r = self.config, len(self.mean)
         alphas = [c.alpha] * r if alphas is None else list(alphas)
-        betas = [c.beta] * r if betas is None else list(betas)
-        if len(alphas) != r or len(betas) != r:
-            raise ValueError(f"need {r} alphas and betas, got {len(alphas)} and {len(betas)}")
+        if len(alphas) != r:
+            raise ValueError(f"need {r} alphas, got {len(alphas)}")
         if any(a > 0 for a in alphas) and not c.sparse:
-            raise ValueError("alpha > 0 needs a config with the sparse-mixing penalty (sparse=True)")
-        hp = cg_train.hparams(alphas, betas, [c.lr] * r, [self.num_domains] * r)
-        return hp._replace(out_map=jnp.asarray(self.out_map, jnp.float32))
+            raise ValueError(f"alpha > 0 needs a method with the sparse-mixing penalty; {self.method!r} has none")
+        return cg_train.hparams(alphas, [c.beta] * r, [c.lr] * r, self.out_map)
+
+    def task(self, truth_dim: int = 0) -> runner.Task:
+        """The fit task of these arrays (:func:`make_fit_task`)."""
+        n_samples, obs_dim = self.data["x"].shape[1:]
+        return make_fit_task(self.config, obs_dim, n_samples, self.num_domains, truth_dim)
 
 
 def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten", num_domains: int | None = None,
-            **overrides) -> Prepared:
-    """Validate (before anything compiles) and preprocess ``xs [R, N, d_x]``, ``us [R, N]``.
+            xs_val=None, us_val=None, **overrides) -> Prepared:
+    """Validate (before anything compiles) and preprocess ``xs [R, N, d_x]``, ``us [R, N]``
+    (and held-out ``xs_val [R, V, d_x]``, ``us_val [R, V]``, preprocessed with the training
+    data's statistics).
 
     ``num_domains``: the size of the prior's domain table and of the encoder's one-hot
     (default: the largest label + 1). A larger value lets datasets with different numbers
@@ -326,8 +407,9 @@ def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten",
         raise ValueError(f"need xs [R, N, d_x] and us [R, N], got {xs.shape} and {us.shape}")
     if preprocess not in PREPROCESS:
         raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
-    batch = overrides.get("batch_size", cg_train.CGConfig.batch_size)
-    checked = [check_inputs(x, u, method=method, latent_dim=latent_dim, batch_size=batch) for x, u in zip(xs, us)]
+    config = make_config(method, latent_dim, **overrides)  # bad settings fail before the data are touched
+    checked = [check_inputs(x, u, method=method, latent_dim=latent_dim, batch_size=config.batch_size)
+               for x, u in zip(xs, us)]
     used = max(c[2] for c in checked)
     if num_domains is None:
         num_domains = used
@@ -335,12 +417,17 @@ def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten",
         raise ValueError(f"num_domains={num_domains} is below the {used} domain labels in the data")
     x = np.stack([c[0] for c in checked])
     u = np.stack([c[1] for c in checked])
-    pre = [preprocessing(xi, preprocess) for xi in x]
+    pre = [preprocessing(xi, preprocess, latent_dim) for xi in x]
     mean, proj = np.stack([p[0] for p in pre]), np.stack([p[1] for p in pre])
-    config = make_config(method, latent_dim, x.shape[1], num_domains, **overrides)
-    data = {"x": jnp.asarray(np.einsum("rnd,rde->rne", x - mean[:, None], proj), jnp.float32), "u": jnp.asarray(u)}
+    apply = lambda a: jnp.asarray(np.einsum("rnd,rde->rne", a - mean[:, None], proj), jnp.float32)  # noqa: E731
+    data = {"x": apply(x), "u": jnp.asarray(u)}
+    if xs_val is not None:
+        xv = np.stack([_check_x(a, x.shape[2]) for a in np.asarray(xs_val)])
+        uv = np.stack([_check_u(b, xv.shape[1], num_domains) for b in np.asarray(us_val)])
+        logdet = np.linalg.slogdet(proj.astype(np.float64))[1]
+        data.update(x_val=apply(xv), u_val=jnp.asarray(uv), logdet=jnp.asarray(logdet, jnp.float32))
     out_map = np.linalg.inv(proj.astype(np.float64)) / x.std(1)[:, None, :]
-    return Prepared(config, data, mean, proj, num_domains, out_map)
+    return Prepared(method, config, data, mean, proj, num_domains, out_map)
 
 
 def fit_many(keys, xs, us, *, method: str = "ivae", latent_dim: int, preprocess: str = "whiten",
@@ -352,9 +439,7 @@ def fit_many(keys, xs, us, *, method: str = "ivae", latent_dim: int, preprocess:
     if keys.ndim != 2 or len(keys) != len(np.asarray(xs)):
         raise ValueError(f"need keys [R, 2] with R = len(xs); got {keys.shape} for {len(np.asarray(xs))} datasets")
     p = prepare(xs, us, method=method, latent_dim=latent_dim, preprocess=preprocess, **overrides)
-    n_samples, obs_dim = p.data["x"].shape[1:]
-    task = make_fit_task(p.config, obs_dim, n_samples)
-    res = runner.run_group(task, keys, p.hparams(), chunk_steps=chunk_steps, progress=progress, data=p.data)
+    res = runner.run_group(p.task(), keys, p.hparams(), chunk_steps=chunk_steps, progress=progress, data=p.data)
     return [Fitted(p.config, method, jax.device_get(jax.tree.map(lambda a, i=i: a[i], res.state.params)),
                    p.mean[i], p.proj[i], p.num_domains, res.loss_history[i], bool(res.failed[i]))
             for i in range(len(keys))]
@@ -366,17 +451,19 @@ def fit(key, x, u, *, method: str = "ivae", latent_dim: int, preprocess: str = "
 
     Args:
       key: a PRNG key (initialisation, batches, the reparameterisation noise).
-      method: "cg_vae", "cg_vae_no_sparsity", "cg_vae_no_flow", "ivae" or "beta_vae".
+      method: a key of :data:`cg.models.METHODS` ("cg_vae", "cg_vae_no_sparsity",
+        "cg_vae_no_flow", "ivae", "beta_vae", "cg_vae_flow1", "cg_vae_fd").
       latent_dim: number of latents (<= d_x).
       preprocess: "whiten" (default), "standardize" or "none" (module docstring); the
         decoder variance ``obs_var`` is in the preprocessed units.
       chunk_steps: steps per compiled chunk (the loss history has one entry per chunk).
       overrides: fields of :class:`cg.train.CGConfig` (``num_steps``, ``hidden``, ``lr``,
-        ``alpha``, ``obs_var``, ``batch_size``, ...).
+        ``alpha``, ``obs_var``, ``batch_size``, ...), not those the method fixes.
 
     Raises:
-      ValueError: before compiling, for NaN/inf in x, labels that are not integers
-        ``0..M-1``, mismatched lengths, fewer samples than a batch, an unknown setting.
+      ValueError: before compiling, for NaN/inf or huge values in x, labels that are not
+        integers ``0..M-1``, mismatched lengths, fewer samples than a batch, an unknown
+        setting or a value of the wrong type.
     """
     key = jnp.asarray(key)
     if key.shape != (2,):
@@ -394,12 +481,73 @@ def _parse_value(text: str):
         return text
 
 
+def _output_path(out: Path) -> Path:
+    """The file ``np.savez`` writes for ``out`` (it appends ``.npz`` to any other name)."""
+    return out if out.name.endswith(".npz") else out.with_name(out.name + ".npz")
+
+
+def _check_output(out: Path, data: Path) -> str | None:
+    """Why ``out`` cannot be written, checked before any work (None: it can)."""
+    if out.exists() and out.resolve() == data.resolve():
+        return f"--out {out} is the input file; pick another name (the input is never overwritten)"
+    if out.is_dir():
+        return f"--out {out} is a folder; give a file name such as {out / 'fit.npz'}"
+    if not out.parent.is_dir():
+        return f"--out {out}: folder {out.parent} does not exist"
+    if not os.access(out.parent, os.W_OK):
+        return f"--out {out}: folder {out.parent} is not writable"
+    if out.exists():
+        try:
+            with np.load(out) as f:
+                ours = "z_hat" in f.files
+        except Exception:  # noqa: BLE001  (any unreadable file is not one of our outputs)
+            ours = False
+        if not ours:
+            return f"--out {out} exists and is not an earlier fit's output; pick another name"
+    return None
+
+
+def _load(path: Path) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """``(x, u, z or None)`` from an ``.npz``; ValueError with one line for anything else."""
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give an .npz file holding x and u")
+    if not path.exists():
+        raise ValueError(f"no such file: {path}")
+    try:
+        f = np.load(path, allow_pickle=False)
+        if not hasattr(f, "files"):
+            raise ValueError(f"{path} holds one array, not an .npz with x and u (save with np.savez)")
+        with f:
+            missing = {"x", "u"} - set(f.files)
+            if missing:
+                raise ValueError(f"{path} lacks array(s) {sorted(missing)}; it has {f.files}")
+            return f["x"], f["u"], (f["z"] if "z" in f.files else None)
+    except ValueError as e:
+        if "pickle" in str(e):  # numpy's guess for any file it cannot parse
+            raise ValueError(f"{path} is not an .npz file numpy can read (save the arrays with np.savez)") from None
+        raise
+    except (OSError, EOFError) as e:
+        raise ValueError(f"{path} cannot be read as an .npz file: {e}") from None
+
+
+def _check_z(z, n: int) -> np.ndarray:
+    z = np.asarray(z)
+    if z.ndim != 2 or len(z) != n:
+        raise ValueError(f"z must be the true latents [N, n] with N = {n} rows like x, got shape {z.shape}")
+    if not np.issubdtype(z.dtype, np.number) or not np.all(np.isfinite(z)):
+        raise ValueError("z must hold finite real numbers")
+    return z
+
+
 def main(argv=None) -> int:
+    """The command line; a user mistake is one line on stderr and exit code 2 (set
+    ``MECHIND_DEBUG=1`` for the traceback), Ctrl-C one line and exit code 130."""
     ap = argparse.ArgumentParser(
         prog="python -m cg.fitting", description=(
             "Fit CG-VAE, iVAE, beta-VAE or an ablation to an .npz holding x [N, d_x] (float) and u [N] "
             "(integer domain labels 0..M-1), optionally the true latents z [N, n] (then MCC is reported). "
-            "Writes the posterior means and the loss history to --out (.npz) and a summary as JSON."))
+            "Writes the posterior means and the loss history to --out (.npz) and a summary as JSON. "
+            "Methods: " + "; ".join(f"{k}: {m.doc}" for k, m in models.METHODS.items()) + "."))
     ap.add_argument("data", type=Path, help=".npz file with arrays x, u (and optionally z)")
     ap.add_argument("--method", default="ivae", choices=sorted(models.METHODS),
                     help="which model: its prior, penalty and beta (default: ivae)")
@@ -412,48 +560,60 @@ def main(argv=None) -> int:
                     help="any other CGConfig field, e.g. --set lr=0.003 'hidden=[64,64]' alpha=0.5 "
                          "(values parsed as JSON; lists become tuples)")
     ap.add_argument("--preprocess", default="whiten", choices=PREPROCESS,
-                    help="whiten x (default), z-score each dimension (keeps the coordinates, for the "
-                         "sparse-mixing methods' support), or none")
+                    help="whiten the leading latent-dim directions of x (default), z-score each dimension, "
+                         "none, or whiten every direction (whiten_all)")
     ap.add_argument("--out", type=Path, default=None,
-                    help="output .npz (default: <data>_<method>_fit.npz beside the data)")
+                    help="output .npz (default: <data>_<method>_fit.npz beside the data); never the input")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
     args = ap.parse_args(argv)
+    try:
+        return _run(args)
+    except ValueError as e:
+        if os.environ.get("MECHIND_DEBUG"):
+            raise
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted: nothing was written; the same command starts the fit again", file=sys.stderr)
+        return 130
 
-    if not args.data.exists():
-        ap.error(f"no such file: {args.data}")
-    with np.load(args.data) as f:
-        missing = {"x", "u"} - set(f.files)
-        if missing:
-            ap.error(f"{args.data} lacks array(s) {sorted(missing)}; it has {f.files}")
-        x, u = f["x"], f["u"]
-        z = f["z"] if "z" in f.files else None
+
+def _run(args) -> int:
+    """``main`` after parsing: every input and the output path checked before any work."""
+    x, u, z = _load(args.data)
+    if args.out is not None and args.out.is_dir():
+        raise ValueError(f"--out {args.out} is a folder; give a file name such as {args.out / 'fit.npz'}")
+    out = _output_path(args.out or args.data.with_name(f"{args.data.stem}_{args.method}_fit.npz"))
+    problem = _check_output(out, args.data)
+    if problem:
+        raise ValueError(problem)
     overrides = {}
     for item in args.set:
         if "=" not in item:
-            ap.error(f"--set takes FIELD=VALUE, got {item!r}")
+            raise ValueError(f"--set takes FIELD=VALUE, got {item!r}")
         k, v = item.split("=", 1)
         v = _parse_value(v)
         overrides[k] = tuple(v) if isinstance(v, list) else v
     if args.steps is not None:
         overrides["num_steps"] = args.steps
-    latent_dim = args.latent_dim or (z.shape[1] if z is not None else np.asarray(x).shape[1])
-    try:
-        fitted = fit(rng.key(args.seed), x, u, method=args.method, latent_dim=latent_dim,
-                     preprocess=args.preprocess, progress=not args.no_progress, **overrides)
-    except ValueError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    x = _check_x(x)
+    if z is not None:
+        z = _check_z(z, len(x))
+    latent_dim = args.latent_dim if args.latent_dim is not None else (z.shape[1] if z is not None else x.shape[1])
+    fitted = fit(rng.key(args.seed), x, u, method=args.method, latent_dim=latent_dim,
+                 preprocess=args.preprocess, progress=not args.no_progress, **overrides)
     z_hat = fitted.encode(x, u if fitted.config.encoder_u else None)
     summary = {"method": args.method, "latent_dim": latent_dim, "samples": int(len(x)),
                "domains": fitted.num_domains, "steps": fitted.config.num_steps,
                "final_loss": float(fitted.loss_history[-1]) if fitted.loss_history.size else None,
                "failed": fitted.failed}
     if z is not None:
-        summary["mcc"] = float(metrics.mcc(np.asarray(z), z_hat))
-        summary["mcc_observations"] = float(metrics.mcc(np.asarray(z), np.asarray(x))) \
-            if np.asarray(x).shape[1] == np.asarray(z).shape[1] else None
-    out = args.out or args.data.with_name(f"{args.data.stem}_{args.method}_fit.npz")
-    np.savez(out, z_hat=z_hat, loss_history=fitted.loss_history, x_mean=fitted.x_mean, x_proj=fitted.x_proj)
+        summary["mcc"] = metrics.mcc(z, z_hat)
+        summary["mcc_spearman"] = metrics.mcc(z, z_hat, method="spearman")
+        summary["mcc_observations"] = metrics.mcc(z, x)  # the floor: x itself as the representation
+    buf = io.BytesIO()
+    np.savez(buf, z_hat=z_hat, loss_history=fitted.loss_history, x_mean=fitted.x_mean, x_proj=fitted.x_proj)
+    report.write_atomic(out, buf.getvalue())
     print(json.dumps(summary, indent=1))
     print(f"wrote {out}")
     return 0

@@ -1,43 +1,59 @@
-"""Training for the sufficient-changes + sparse-mixing experiment, on the shared runner.
+"""The CG model and its training step: one VAE, one Adam step, shared by every CG
+experiment and by :func:`cg.fitting.fit` (the one training path: experiments build their
+runs with :func:`cg.fitting.prepare` and :func:`cg.fitting.make_fit_task`).
 
-One compiled group per (prior, mixing density); inside it seeds, methods that share the
-prior (alpha, beta) *and the number of domains* are vmapped per-run numbers: the data
-are drawn for ``max_domains`` domains and a run uses the first ``num_domains`` of them,
-with the fixed-size training set split evenly between its domains.
-
-Observations are standardized per dimension with the mean and standard deviation of the
-pooled data of all ``max_domains`` domains: a fixed per-dimension affine map, so the
-Jacobian support of the mixing is unchanged, and the decoder variance ``obs_var`` is a
-fraction of each dimension's variance whatever the mixing's scale.
+:class:`CGConfig` holds what defines the model and its optimisation; which prior, which
+penalty and which weights a *method* uses is :data:`cg.models.METHODS`; the data (and
+their preprocessing) are the caller's.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
 import optax
 
-from cg import data as cg_data
 from cg import losses, models
-from mechind.core import metrics, rng, runner
+from mechind.core import rng
 
 Array = jax.Array
-L1_EVAL_SAMPLES = 1_000  # held-out samples for the L1 diagnostics of evaluate()
+
+
+def _is_int(v) -> bool:
+    """An integer, not a bool or a float that happens to be whole (20.5 steps is a mistake)."""
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+_KINDS = {"int": _is_int, "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+          "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
+          "tuple[int, ...]": lambda v: isinstance(v, tuple) and all(_is_int(h) for h in v)}
+
+
+_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
+          "tuple[int, ...]": "a list of integers"}
+
+
+def _check_types(config) -> None:
+    """Each field against its annotation, first, so a value of the wrong type (``hidden=abc``,
+    ``num_steps=20.5``) gets one line naming the field instead of a TypeError further on."""
+    for f in dataclasses.fields(config):
+        ok = _KINDS.get(f.type)
+        v = getattr(config, f.name)
+        if ok is not None and not ok(v):
+            raise ValueError(f"{f.name} must be {_WORDS[f.type]}, got {v!r}")
 
 
 @dataclasses.dataclass(frozen=True)
 class CGConfig:
-    """A CG experiment group; validated on construction. Per-run numbers (alpha, beta,
-    lr, num_domains) are defaults for a single run and vmapped data in a sweep."""
+    """The model and its optimisation; validated on construction. Per-run numbers (alpha,
+    beta, lr) are defaults for a single run and vmapped data in a sweep. The defaults are
+    :func:`cg.fitting.make_config`'s business (``FIT_DEFAULTS``), not these."""
 
-    latent_dim: int = 6  # n latents (= observed dimension)
-    density: float = 0.3  # fraction of nonzero mixing-Jacobian entries, in (0, 1]
-    latent_dist: str = "gaussian"  # within-domain noise: "gaussian", "laplace" or "bimodal"
-    max_domains: int = 8  # domains drawn; a run uses the first num_domains of them
-    num_domains: int = 2  # default for a single run
+    latent_dim: int = 6  # n latents
     prior: str = "flow"  # "flow" (CG-VAE), "gaussian" (iVAE), "standard" (beta-VAE)
     sparse: bool = True  # compute the sparse-mixing penalty (alpha) at all
     penalty: str = "exact"  # "exact" Jacobian or "fd" forward differences
@@ -46,13 +62,11 @@ class CGConfig:
     sparse_warmup: int = 0  # steps trained on the ELBO alone before the penalty is switched on
     alpha: float = 0.1  # sparse-mixing weight
     beta: float = 1.0  # KL weight
-    obs_var: float = 0.01  # decoder variance (observations are standardized); its initial value if learned
+    obs_var: float = 0.01  # decoder variance (in preprocessed units); its initial value if learned
     learn_obs_var: bool = False  # learn one scalar decoder variance by maximum likelihood
     hidden: tuple[int, ...] = (32, 32)  # encoder/decoder widths
     flow_hidden: int = 8  # DSF sigmoid units per dimension
     embed_dim: int = 16  # domain embedding size
-    num_train: int = 8_000  # training samples in all (split evenly between domains)
-    num_val: int = 2_000  # held-out samples for MCC
     batch_size: int = 256
     num_steps: int = 3_000
     lr: float = 1e-3
@@ -66,10 +80,18 @@ class CGConfig:
     log_var_max: float = 10.0
 
     def __post_init__(self):
-        self.spec  # validates domains, latent_dim, density, latent_dist
+        _check_types(self)
         checks = [
-            (1 <= self.num_domains <= self.max_domains,
-             f"num_domains must lie in [1, max_domains={self.max_domains}], got {self.num_domains}"),
+            (_is_int(self.latent_dim) and self.latent_dim >= 1,
+             f"latent_dim must be a positive integer, got {self.latent_dim!r}"),
+            (_is_int(self.num_steps) and self.num_steps >= 1,
+             f"num_steps must be a positive integer, got {self.num_steps!r}"),
+            (_is_int(self.batch_size) and self.batch_size >= 1,
+             f"batch_size must be a positive integer, got {self.batch_size!r}"),
+            (all(_is_int(h) and h >= 1 for h in self.hidden) and len(self.hidden) >= 1,
+             f"hidden must be a list of positive integer widths, got {self.hidden!r}"),
+            (_is_int(self.flow_hidden) and self.flow_hidden >= 1,
+             f"flow_hidden must be a positive integer, got {self.flow_hidden!r}"),
             (self.prior in models.PRIOR_CLASSES,
              f"prior must be one of {tuple(models.PRIOR_CLASSES)}, got {self.prior!r}"),
             (self.penalty in ("exact", "fd"), f"penalty must be 'exact' or 'fd', got {self.penalty!r}"),
@@ -91,18 +113,10 @@ class CGConfig:
             (self.log_var_min < self.log_var_max, "need log_var_min < log_var_max"),
             (0 <= self.kl_warmup <= self.num_steps,
              f"kl_warmup must lie in [0, num_steps={self.num_steps}], got {self.kl_warmup}"),
-            (self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}"),
-            (self.num_train >= self.batch_size >= 1,
-             f"need num_train >= batch_size >= 1, got {self.num_train} and {self.batch_size}"),
-            (self.num_val >= 2, f"num_val must be >= 2, got {self.num_val}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
-
-    @property
-    def spec(self) -> cg_data.DomainSpec:
-        return cg_data.DomainSpec(self.max_domains, self.latent_dim, self.density, self.latent_dist)
 
     def replace(self, **kw) -> "CGConfig":
         return dataclasses.replace(self, **kw)
@@ -114,14 +128,13 @@ class HParams(NamedTuple):
     alpha: Array  # sparse-mixing weight
     beta: Array  # KL weight
     lr: Array  # Adam step size
-    domains: Array  # int: domains a synthetic run uses (make_task); the domain-table size for cg.fit
     out_map: Array | None = None  # [d_x, d_x] decoder output -> the coordinates the penalty is about
 
 
-def hparams(alphas, betas, lrs, domains) -> HParams:
-    """Per-run numbers with a leading run axis."""
+def hparams(alphas, betas, lrs, out_map=None) -> HParams:
+    """Per-run numbers with a leading run axis (``out_map [R, d_x, d_x]`` or None)."""
     return HParams(jnp.asarray(alphas, jnp.float32), jnp.asarray(betas, jnp.float32), jnp.asarray(lrs, jnp.float32),
-                   jnp.asarray(domains, jnp.int32))
+                   None if out_map is None else jnp.asarray(out_map, jnp.float32))
 
 
 class TrainState(NamedTuple):
@@ -133,8 +146,8 @@ class TrainState(NamedTuple):
 
 
 class Model(NamedTuple):
-    """The VAE of one config as pure single-run functions, shared by the synthetic
-    experiments (:func:`make_task`) and by :func:`cg.fitting.fit` on user arrays.
+    """The VAE of one config as pure single-run functions (the fit task of
+    :func:`cg.fitting.make_fit_task` steps and evaluates through them).
 
     Attributes:
       init: ``(key, hp) -> TrainState``.
@@ -244,70 +257,3 @@ def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
         return TrainState(optax.apply_updates(state.params, updates), opt, state.key), loss
 
     return Model(init, update, loss_fn, encode, posterior, decode, enc, dec)
-
-
-def make_task(config: CGConfig) -> runner.Task:
-    """The CG :class:`~mechind.core.runner.Task`; per-run hparams: alpha, beta, lr, domains."""
-    c = config
-    n = c.latent_dim
-    model = make_model(c, n, c.max_domains)
-    spec = c.spec
-    n_all = c.num_train + c.num_val
-
-    def make_data(key):
-        arr = cg_data.sample_arrays(jax.random.fold_in(key, 0), spec, n_all)
-        return {"mixing": arr["mixing"], "mu": arr["mu"], "sigma": arr["sigma"], "x_mean": jnp.mean(arr["x"], 0),
-                "x_std": jnp.std(arr["x"], 0), "perm": jax.random.permutation(jax.random.fold_in(key, 4), n_all),
-                "eps": cg_data.sample_noise(jax.random.fold_in(key, 3), (n_all, n), c.latent_dist)}
-
-    def samples(data, d, idx):
-        """Samples ``idx`` of the run's data for ``d`` domains (traced), balanced labels;
-        realised on demand so a step touches only its batch. x is standardized."""
-        u = (data["perm"][idx] % d).astype(jnp.int32)
-        z = data["mu"][u] + data["sigma"][u] * data["eps"][idx]
-        x = jax.vmap(lambda v: cg_data.mix(data["mixing"], v))(z)
-        return z, u, (x - data["x_mean"]) / data["x_std"]
-
-    def init(key, data, hp):
-        return model.init(key, hp)
-
-    def step(state, data, hp, i):
-        kb = jax.random.split(jax.random.fold_in(rng.from_data(state.key), i))[0]
-        idx = jax.random.randint(kb, (c.batch_size,), 0, c.num_train)
-        _, u, x = samples(data, hp.domains, idx)
-        return model.update(state, x, u, hp, i)
-
-    def evaluate(state, data, hp):
-        z, u, x = samples(data, hp.domains, jnp.arange(c.num_train, n_all))
-        mu = model.encode(state.params, x, u)
-        decode = lambda v: model.decode(state.params, v)  # noqa: E731
-        true_mix = lambda v: (cg_data.mix(data["mixing"], v) - data["x_mean"]) / data["x_std"]  # noqa: E731
-        m = min(c.num_val, L1_EVAL_SAMPLES)
-        # the observations themselves as a "representation": the floor a model must beat
-        return {"corr": metrics.correlation_matrix(z, mu),
-                "corr_spearman": metrics.correlation_matrix(z, mu, method="spearman"),
-                "corr_identity": metrics.correlation_matrix(z, x),
-                # a raw L1 penalty can be "paid" by inflating this instead of sparsifying J
-                "latent_std": jnp.mean(jnp.std(mu, axis=0)),
-                # standardized L1 of the learned decoder's Jacobian and of the true mixing's, in the
-                # same units (standardized x per latent std): learned < true while MCC < 1 means the
-                # penalty is lowered by something other than the true mixing (a wrong solution, or
-                # a decoder shrunk by the posterior noise)
-                "l1_model": losses.sparse_mixing_penalty(decode, mu[:m]),
-                "l1_true": losses.sparse_mixing_penalty(true_mix, z[:m])}
-
-    name = f"{c.prior} prior, density {c.density:g}" + (" +L1" if c.sparse else "")
-    return runner.Task(make_data, init, step, evaluate, c.num_steps, name)
-
-
-def train(key: Array, config: CGConfig) -> tuple[dict, dict]:
-    """One run as a pure function: ``(state, metrics)``; metrics include ``mcc`` and
-    ``mcc_identity`` (the MCC of the observations themselves)."""
-    task = make_task(config)
-    hp = HParams(jnp.float32(config.alpha), jnp.float32(config.beta), jnp.float32(config.lr),
-                 jnp.int32(config.num_domains))
-    state, m = jax.jit(runner.make_train(task))(key, hp)
-    m = dict(m)
-    m["mcc"] = metrics.mcc_from_corr(m["corr"])
-    m["mcc_identity"] = metrics.mcc_from_corr(m["corr_identity"])
-    return state, m

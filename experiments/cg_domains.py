@@ -31,20 +31,15 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import jax.numpy as jnp
-import numpy as np
 
 from cg import fitting, ivae_data, models
-from experiments import framework, sweep
+from experiments import cg_runs, framework, sweep
 from experiments.framework import setting
-from mechind.core import metrics, report, rng
+from mechind.core import metrics, report
 
 # bump when a record gains or changes a field, so older results are not mixed in
-RECORD_VERSION = 3
-DEFAULT_ALPHA = 0.1  # CG-VAE's sparsity weight (the CG reference code's lambda_sparse)
+RECORD_VERSION = 4
 FLOOR = "observations x (no model)"
-# one compiled program per prior; the representative method sets the config (penalty on or off)
-PRIOR_METHOD = {"flow": "cg_vae", "gaussian": "cg_vae_no_flow", "standard": "beta_vae"}
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -59,8 +54,8 @@ class Config:
     density: float = setting(0.67, "density of the mixing's Jacobian support in (0, 1] (1: dense iVAE protocol)")
     act: str = setting("xtanh", "mixing nonlinearity", choices=ivae_data.ACTIVATIONS)
     methods: tuple[str, ...] = setting(tuple(models.METHODS), "methods to fit", choices=tuple(models.METHODS))
-    alphas: tuple[float, ...] = setting((), f"extra sparsity weights for CG-VAE (an α sweep; α = {DEFAULT_ALPHA} "
-                                            "is always run)")
+    alphas: tuple[float, ...] = setting((), "extra sparsity weights for every penalised method (an α sweep; "
+                                            f"α = {models.DEFAULT_ALPHA} is always run)")
     hidden: tuple[int, ...] = setting(fitting.FIT_DEFAULTS["hidden"], "encoder/decoder widths")
     chunk_steps: int = setting(2_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
 
@@ -97,60 +92,22 @@ def dataset(c: Config, seed: int, domains: int) -> ivae_data.IVAEData:
                               density=c.density)
 
 
-def plan_runs(c: Config) -> dict[str, list[dict]]:
-    """``{prior: [run]}``, a run ``{"method", "alpha", "domains", "seed"}``: every method at
-    its own alpha, plus CG-VAE at each alpha of the sweep (``c.alphas``), for every
-    number of domains and seed."""
-    plan: dict[str, list[dict]] = {}
-    for method in c.methods:
-        spec = models.METHODS[method]
-        alphas = [DEFAULT_ALPHA if spec["sparse"] else 0.0]
-        if method == "cg_vae":
-            alphas += [a for a in c.alphas if a != DEFAULT_ALPHA]
-        for a in alphas:
-            for d in c.domains:
-                plan.setdefault(spec["prior"], []).extend(
-                    {"method": method, "alpha": float(a), "domains": int(d), "seed": s} for s in range(c.seeds))
-    return plan
-
-
-def finish(mt: dict) -> dict:
-    """Host-side scalars of one run."""
-    perm = metrics.matched_permutation(mt["corr"])
-    support = np.asarray(mt["support"], bool)
-    return {"mcc": metrics.mcc_from_corr(mt["corr"]), "active_latents": int(np.sum(mt["active"] > 0.5)),
-            "latent_std": float(mt["latent_std"]), "support_f1": metrics.support_f1(mt["jac_abs"], support, perm),
-            "l1_model": float(np.sum(mt["jac_abs"]))}
-
-
 def build_groups(c: Config) -> list[sweep.Group]:
-    """One group per prior; its key is the whole fit config, the generator's settings and
-    version, and the record version, so a changed setting never reuses old results."""
+    """One group per method (:mod:`experiments.cg_runs`), its domain counts and seeds vmapped;
+    its key is the whole fit config, the generator's settings and version, and the record
+    version, so a changed setting never reuses old results."""
     data = {(d, s): dataset(c, s, d) for d in c.domains for s in range(c.seeds)}
     rows = fitting.jacobian_rows(c.total)
-    groups = []
-    for prior, runs in plan_runs(c).items():
-        ds = [data[(r["domains"], r["seed"])] for r in runs]
-        sparse = any(r["alpha"] > 0 for r in runs)
-        method = PRIOR_METHOD[prior] if sparse or prior != "gaussian" else "ivae"
-        prep = fitting.prepare(np.stack([d.x for d in ds]), np.stack([d.u for d in ds]), method=method,
-                               latent_dim=c.latent_dim, num_domains=max(c.domains), num_steps=c.steps,
-                               hidden=tuple(c.hidden))
-        key = {"prior": prior, "config": dataclasses.asdict(prep.config), "record_version": RECORD_VERSION,
-               "generator": {"version": ivae_data.GENERATOR_VERSION, "act": c.act, "total": c.total,
-                             "latent_dim": c.latent_dim, "obs_dim": c.d_x, "density": c.density},
-               "preprocess": "whiten"}
-        truth = {"s": jnp.asarray(np.stack([d.s for d in ds])), "support": jnp.asarray(np.stack([d.support for d in ds]))}
-        hp = prep.hparams([r["alpha"] for r in runs], [models.METHODS[r["method"]]["beta"] for r in runs])
-        n_samples, obs_dim = prep.data["x"].shape[1:]
-        groups.append(sweep.Group(
-            key=key, keys=rng.seed_keys([r["seed"] for r in runs]), hparams=hp,
-            make_task=lambda cfg=prep.config, d=obs_dim, n=n_samples: fitting.make_fit_task(cfg, d, n, c.latent_dim),
-            # the true mixing's standardized L1 travels with the run, for the ratio in the tables
-            runs=[{**r, "l1_true": round(d.standardized_l1(rows), 6),
-                   "structural_sparsity": int(d.structural_sparsity.sum())} for r, d in zip(runs, ds)],
-            data={**prep.data, **truth}, finish=finish))
-    return groups
+    runs = cg_runs.plan(c.methods, c.seeds, [{"domains": int(d)} for d in c.domains], alphas=c.alphas)
+    key = {"record_version": RECORD_VERSION,
+           "generator": {"version": ivae_data.GENERATOR_VERSION, "act": c.act, "total": c.total,
+                         "latent_dim": c.latent_dim, "obs_dim": c.d_x, "density": c.density}}
+    # the true mixing's standardized L1 travels with the run, for the ratio in the tables
+    extra = lambda r, d: {"l1_true": round(d.standardized_l1(rows), 6),  # noqa: E731
+                          "structural_sparsity": int(d.structural_sparsity.sum())}
+    return cg_runs.build_groups(runs, lambda r: data[(r["domains"], r["seed"])], latent_dim=c.latent_dim,
+                                num_domains=max(c.domains), group_by=(), key=key, extra=extra,
+                                num_steps=c.steps, hidden=tuple(c.hidden))
 
 
 def floor_records(c: Config) -> list[dict]:
@@ -160,21 +117,15 @@ def floor_records(c: Config) -> list[dict]:
             for d in c.domains for s in range(c.seeds) for ds in [dataset(c, s, d)]]
 
 
-def is_main(r: dict) -> bool:
-    """The method at its own setting (CG-VAE at the default alpha), not an alpha-sweep run."""
-    return r["method"] != "cg_vae" or r["alpha"] == DEFAULT_ALPHA
-
-
-# the sparse-mixing penalty on against off, with everything else equal, one pair per prior
-SPARSITY_PAIRS = (("flow prior: CG-VAE minus its no-sparsity ablation", "cg_vae", "cg_vae_no_sparsity"),
-                  ("Gaussian prior: CG-VAE without flow minus iVAE", "cg_vae_no_flow", "ivae"))
+is_main = cg_runs.is_default_alpha
 
 
 def sparsity_table(records: list[dict], value: str) -> str:
     """Markdown: the penalty's effect on ``value`` within each prior, paired on the seed."""
     cols = sorted({r["domains"] for r in records})
     body = []
-    for label, on, off in SPARSITY_PAIRS:
+    for on, off in cg_runs.penalty_pairs(sorted({r["method"] for r in records})):
+        label = f"{on} minus {off}"
         cells = sweep.paired_differences([r for r in records if r["method"] in (on, off)], "method", "domains",
                                          value, off)
         if cells:
@@ -222,8 +173,7 @@ def figure(records: list[dict], path: Path, title: str, two_n1: int, f1_floor: f
 
 def header(records: list[dict], c: Config, info: dict) -> str:
     """What was run, on what, for how long: the report's first lines."""
-    fit = next(r["config"] for r in records if r["prior"] == "flow") if any(r["prior"] == "flow" for r in records) \
-        else records[0]["config"]
+    fit = records[0]["config"]
     dev = info["device"]
     return (f"# Sufficient changes + sparse mixing: MCC vs number of domains ({info['preset']} preset)\n\n"
             f"Sparse variant of iVAE's protocol (cg.ivae_data v{ivae_data.GENERATOR_VERSION}): n = {c.latent_dim}"
@@ -233,9 +183,9 @@ def header(records: list[dict], c: Config, info: dict) -> str:
             f" {fit['posterior_cov']}-covariance posterior" + (" conditioned on u" if fit["encoder_u"] else "")
             + f", decoder variance {'learned from ' if fit['learn_obs_var'] else ''}{fit['obs_var']},"
             f" batch {fit['batch_size']}, Adam {fit['lr']} (/ 10 at {fit['lr_drop']:.0%}), {c.steps} steps;"
-            f" CG-VAE α = {DEFAULT_ALPHA} (standardized L1 of the Jacobian in z-scored coordinates, on after"
+            f" CG-VAE α = {models.DEFAULT_ALPHA} (standardized L1 of the Jacobian in z-scored coordinates, on after"
             f" {fitting.SPARSE_WARMUP_FRACTION:.0%} of the steps), β-VAE β = 4 with a fixed decoder variance"
-            f" {fitting.METHOD_FIT_DEFAULTS['beta_vae']['obs_var']}; {c.seeds} seeds (data and init);"
+            f" {dict(models.METHODS['beta_vae'].settings)['obs_var']}; {c.seeds} seeds (data and init);"
             f" MCC of the posterior means on the whole dataset; device {dev['backend']} ({dev['device_kind']}"
             f" x{dev['device_count']}); train time {sum(r['train_s_per_run'] for r in records):.0f}s over"
             f" {len(records)} runs, this invocation {info['wall_s']:.0f}s.\n\nSettings: {framework.describe(c)}.")
@@ -265,7 +215,7 @@ def write_report(records: list[dict], c: Config, out: Path, info: dict) -> str:
     md_act, _ = sweep.mean_std_table(models_only, ("method",), "domains", "active_latents", col_fmt=cols)
     md_p = sweep.paired_table(models_only, "method", "domains", "mcc", "cg_vae", col_fmt=cols)
     md_pf = sweep.paired_table(models_only, "method", "domains", "support_f1", "cg_vae", col_fmt=cols)
-    sweep_recs = [r for r in records if r["method"] in ("cg_vae", "cg_vae_no_sparsity")]
+    sweep_recs = [r for r in records if r["method"] in ("cg_vae", "cg_vae_no_sparsity")]  # the α sweep's rows
     alphas = sorted({r["alpha"] for r in sweep_recs})
     md_a = ""
     if len(alphas) > 2:  # an alpha sweep was run

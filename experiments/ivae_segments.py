@@ -20,13 +20,12 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-import jax.numpy as jnp
 import numpy as np
 
 from cg import fitting, ivae_data, models
-from experiments import framework, sweep
+from experiments import cg_runs, framework, sweep
 from experiments.framework import setting
-from mechind.core import metrics, report, rng
+from mechind.core import metrics, report
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -59,6 +58,7 @@ PRESETS = {
     "paper": Config(seeds=10, methods=tuple(models.METHODS), chunk_steps=10_000),
 }
 FLOOR = "observations x (no model)"
+RECORD_VERSION = 2  # bump when a record gains or changes a field, so older results are not mixed in
 
 
 def datasets(c: Config, segments: int) -> list[ivae_data.IVAEData]:
@@ -67,42 +67,20 @@ def datasets(c: Config, segments: int) -> list[ivae_data.IVAEData]:
             for s in range(c.seeds)]
 
 
-def finish(mt: dict) -> dict:
-    """Host-side scalars of one run: MCC, active latents, and support F1 for sparse data."""
-    out = {"mcc": metrics.mcc_from_corr(mt["corr"]), "active_latents": int(np.sum(mt["active"] > 0.5)),
-           "latent_std": float(mt["latent_std"])}
-    if "jac_abs" in mt:
-        perm = metrics.matched_permutation(mt["corr"])
-        out["support_f1"] = metrics.support_f1(mt["jac_abs"], np.asarray(mt["support"], bool), perm)
-        out["structural_sparsity"] = int(ivae_data.structural_sparsity(np.asarray(mt["support"], bool)).sum())
-    return out
-
-
 def build_groups(c: Config) -> list[sweep.Group]:
-    """One group per (segments, method); its key is the whole fit config and the generator's
-    settings and version, so a changed setting never reuses old results."""
-    groups = []
-    seeds = list(range(c.seeds))
-    for m in c.segments:
-        data = datasets(c, m)
-        xs, us = np.stack([d.x for d in data]), np.stack([d.u for d in data])
-        s = jnp.asarray(np.stack([d.s for d in data]))
-        truth = {"s": s}
-        if c.density < 1:
-            truth["support"] = jnp.asarray(np.stack([d.support for d in data]))
-        for method in c.methods:
-            prep = fitting.prepare(xs, us, method=method, latent_dim=c.latent_dim, num_steps=c.steps)
-            key = {"segments": m, "method": method, "config": dataclasses.asdict(prep.config),
-                   "generator": {"version": ivae_data.GENERATOR_VERSION, "act": c.act,
-                                 "per_segment": c.per_segment, "latent_dim": c.latent_dim,
-                                 **({"density": c.density} if c.density < 1 else {})},
-                   "preprocess": "whiten"}
-            n_samples, obs_dim = prep.data["x"].shape[1:]
-            groups.append(sweep.Group(
-                key=key, keys=rng.seed_keys(seeds), hparams=prep.hparams(),
-                make_task=lambda cfg=prep.config, d=obs_dim, n=n_samples: fitting.make_fit_task(cfg, d, n, c.latent_dim),
-                runs=[{"seed": sd} for sd in seeds], data={**prep.data, **truth}, finish=finish))
-    return groups
+    """One group per (segments, method) over the seeds (:mod:`experiments.cg_runs`); its key
+    is the whole fit config and the generator's settings and version, so a changed setting
+    never reuses old results."""
+    data = {m: datasets(c, m) for m in c.segments}
+    sparse = c.density < 1
+    runs = cg_runs.plan(c.methods, c.seeds, [{"segments": m} for m in c.segments])
+    extra = (lambda r, d: {"structural_sparsity": int(d.structural_sparsity.sum())}) if sparse else None
+    key = {"record_version": RECORD_VERSION,
+           "generator": {"version": ivae_data.GENERATOR_VERSION, "act": c.act, "per_segment": c.per_segment,
+                         "latent_dim": c.latent_dim, **({"density": c.density} if sparse else {})}}
+    return cg_runs.build_groups(runs, lambda r: data[r["segments"]][r["seed"]], latent_dim=c.latent_dim,
+                                num_domains=None, group_by=("segments",), key=key, with_support=sparse,
+                                extra=extra, num_steps=c.steps)
 
 
 def floor_records(c: Config) -> list[dict]:

@@ -19,6 +19,12 @@ def _linear_data(seed=0, segments=20, per=250, n=3):
     (np.array([[0.0, np.inf]] * 300), np.zeros(300, int), "NaN/inf"),
     (np.ones((300, 2)), np.full(300, 0.5), "integer"),
     (np.ones((300, 2)), np.full(300, -1), "negative"),
+    # a cast to int32 before the range check used to wrap 2^32 to label 0 and merge that domain
+    (np.ones((300, 2)), np.r_[np.zeros(150, np.int64), np.full(150, 2 ** 32)], "label 4294967296"),
+    (np.ones((300, 2)), np.full(300, 2 ** 63, np.uint64), "label 9223372036854775808"),
+    # float32 statistics overflow near 1e19 and switched the penalty off; float64 1e39 is finite
+    (np.c_[np.ones(300), np.full(300, 1e20)], np.zeros(300, int), "magnitude above"),
+    (np.c_[np.ones(300), np.full(300, 1e39)], np.zeros(300, int), "magnitude above"),
     (np.ones((300, 2)), np.zeros(299, int), "different lengths"),
     (np.ones((300, 2)), np.array(["a"] * 300), "integer"),
     (np.ones((100, 2)), np.zeros(100, int), "fewer than one batch"),
@@ -41,16 +47,47 @@ def test_bad_settings_are_named():
         cg.fit(rng.key(0), x, u, method="ivae", latent_dim=3)
     with pytest.raises(ValueError, match="constant"):
         cg.fit(rng.key(0), np.c_[x[:, :1], np.ones(300)], u, method="ivae", latent_dim=2)
-    with pytest.raises(ValueError, match="rank-deficient"):
+    with pytest.raises(ValueError, match="fewer than 2 directions of variance"):
         cg.fit(rng.key(0), np.c_[x[:, :1], 2 * x[:, :1]], u, method="ivae", latent_dim=2)
+    # what a method fixes cannot be changed behind its name (a "ivae" record with a standard prior)
+    with pytest.raises(ValueError, match="set by the method"):
+        cg.fit(rng.key(0), x, u, method="ivae", latent_dim=2, prior="standard")
+    with pytest.raises(ValueError, match="has no sparsity penalty"):
+        cg.fit(rng.key(0), x, u, method="ivae", latent_dim=2, alpha=0.5)
+    for bad, match in ((dict(num_steps=20.5), "num_steps must be an integer"),
+                       (dict(hidden="abc"), "hidden must be a list of integers"),
+                       (dict(num_steps=0), "num_steps must be a positive integer")):
+        with pytest.raises(ValueError, match=match):
+            cg.fit(rng.key(0), x, u, method="cg_vae", latent_dim=2, **bad)
 
 
 def test_whitening_and_standardizing_match_numpy():
     x = np.random.default_rng(1).normal(size=(500, 3)) @ np.array([[2.0, 0, 0], [1, 1, 0], [0, 3, 0.2]])
     mean, proj = fitting.preprocessing(x, "whiten")
     np.testing.assert_allclose(np.cov(((x - mean) @ proj).T), np.eye(3), atol=1e-4)
+    # d_x = latent_dim: exactly PCA whitening
+    np.testing.assert_allclose(fitting.preprocessing(x, "whiten", 3)[1], proj, rtol=1e-6)
     mean, proj = fitting.preprocessing(x, "standardize")
     np.testing.assert_allclose((x - mean) @ proj, (x - x.mean(0)) / x.std(0), rtol=1e-5, atol=1e-5)
+
+
+def test_whitening_with_more_observations_than_latents_keeps_noise_small():
+    """d_x = 2n: the n signal directions come out white, the n noise directions keep their
+    variance relative to the n-th signal eigenvalue (numpy's eigh as the reference) instead
+    of being blown up to 1, and the map stays invertible."""
+    r = np.random.default_rng(2)
+    n, d_x = 3, 6
+    signal = r.normal(size=(4000, n)) @ r.normal(size=(n, d_x))
+    x = signal + 0.01 * r.normal(size=(4000, d_x))
+    evals = np.linalg.eigvalsh(np.cov(x.T))  # ascending
+    mean, proj = fitting.preprocessing(x, "whiten", n)
+    got = np.linalg.eigvalsh(np.cov(((x - mean) @ proj).T))
+    np.testing.assert_allclose(got[-n:], 1.0, rtol=1e-6)
+    np.testing.assert_allclose(got[:-n], evals[:-n] / evals[-n], rtol=1e-6)
+    assert got[:-n].max() < 1e-3  # plain whitening would give 1 here
+    assert np.linalg.matrix_rank(proj) == d_x
+    full = fitting.preprocessing(x, "whiten_all", n)[1].astype(np.float64)  # plain whitening, for comparison
+    np.testing.assert_allclose(full.T @ np.cov(x.T) @ full, np.eye(d_x), atol=1e-4)
 
 
 def test_ivae_recovers_a_linear_mixing_with_many_segments():
@@ -117,8 +154,7 @@ def test_cli_fits_an_npz_and_reports_mcc(tmp_path, capsys):
     out = capsys.readouterr().out
     assert '"mcc"' in out and np.load(tmp_path / "out.npz")["z_hat"].shape == (400, 2)
     np.savez(tmp_path / "bad.npz", x=np.ones((10, 2)))
-    with pytest.raises(SystemExit):
-        fitting.main([str(tmp_path / "bad.npz")])
+    assert fitting.main([str(tmp_path / "bad.npz")]) == 2  # more such cases: tests/cg/test_fitting_cli.py
     assert "lacks" in capsys.readouterr().err
     np.savez(tmp_path / "nan.npz", x=np.full((300, 2), np.nan), u=np.zeros(300, int))
     assert fitting.main([str(tmp_path / "nan.npz"), "--no-progress"]) == 2
@@ -134,30 +170,48 @@ def test_out_map_takes_whitened_outputs_to_standardized_coordinates():
 
 
 def test_sparse_methods_switch_the_penalty_on_after_half_the_steps():
-    assert fitting.make_config("cg_vae", 2, 500, 3, num_steps=100).sparse_warmup == 50
-    assert fitting.make_config("cg_vae", 2, 500, 3, num_steps=100, sparse_warmup=0).sparse_warmup == 0
-    assert fitting.make_config("ivae", 2, 500, 3).sparse_warmup == 0
+    assert fitting.make_config("cg_vae", 2, num_steps=100).sparse_warmup == 50
+    assert fitting.make_config("cg_vae", 2, num_steps=100, sparse_warmup=0).sparse_warmup == 0
+    assert fitting.make_config("ivae", 2).sparse_warmup == 0
 
 
-def test_beta_vae_keeps_a_fixed_decoder_variance_unless_told_otherwise():
-    c = fitting.make_config("beta_vae", 2, 500, 3)
+def test_a_method_is_its_registry_entry():
+    """Every field a method sets reaches the config; nothing else differs from FIT_DEFAULTS."""
+    for name, m in models.METHODS.items():
+        c = fitting.make_config(name, 2)
+        assert (c.prior, c.sparse, c.alpha, c.beta) == (m.prior, m.sparse, m.alpha, m.beta)
+        assert c.penalty == (m.penalty or "exact")
+        for field, value in {**fitting.FIT_DEFAULTS, **dict(m.settings)}.items():
+            assert getattr(c, field) == value, (name, field)
+    c = fitting.make_config("beta_vae", 2)
     assert not c.learn_obs_var and c.obs_var == 0.05 and c.beta == 4.0
-    assert fitting.make_config("beta_vae", 2, 500, 3, learn_obs_var=True).learn_obs_var
-    assert fitting.make_config("ivae", 2, 500, 3).learn_obs_var
+    assert fitting.make_config("beta_vae", 2, learn_obs_var=True).learn_obs_var
+    assert fitting.make_config("cg_vae_flow1", 2).flow_hidden == 1
+    assert fitting.make_config("cg_vae_fd", 2).penalty == "fd"
+
+
+def test_a_new_method_is_one_entry(monkeypatch):
+    """Registered once, a method is fitted by cg.fit and planned by the experiments."""
+    from experiments import cg_runs
+
+    monkeypatch.setitem(models.METHODS, "flow2_l1", models.Method("flow", "exact", 0.2, settings=(("flow_hidden", 2),)))
+    assert fitting.make_config("flow2_l1", 2).flow_hidden == 2
+    runs = cg_runs.plan(["flow2_l1", "ivae"], 1, [{"domains": 2}], alphas=(0.5,))
+    assert sorted((r["method"], r["alpha"]) for r in runs) == [("flow2_l1", 0.2), ("flow2_l1", 0.5), ("ivae", 0.0)]
 
 
 def test_prepare_sizes_the_domain_table_and_takes_per_run_weights():
     d = _linear_data(4, 3, 200, 3)
     p = fitting.prepare(d.x[None], d.u[None], method="cg_vae", latent_dim=3, num_domains=7)
-    assert p.num_domains == 7 and p.config.max_domains == 7
+    assert p.num_domains == 7
     with pytest.raises(ValueError, match="below the 3 domain labels"):
         fitting.prepare(d.x[None], d.u[None], method="ivae", latent_dim=3, num_domains=2)
-    hp = p.hparams([0.0], [4.0])
-    assert float(hp.alpha[0]) == 0.0 and float(hp.beta[0]) == 4.0 and int(hp.domains[0]) == 7
-    with pytest.raises(ValueError, match="needs a config with the sparse-mixing penalty"):
-        fitting.prepare(d.x[None], d.u[None], method="ivae", latent_dim=3).hparams([0.1], [1.0])
+    hp = p.hparams([0.0])
+    assert float(hp.alpha[0]) == 0.0 and float(hp.beta[0]) == 1.0 and hp.out_map.shape == (1, 3, 3)
+    with pytest.raises(ValueError, match="has none"):
+        fitting.prepare(d.x[None], d.u[None], method="ivae", latent_dim=3).hparams([0.1])
     with pytest.raises(ValueError, match="need 1 alphas"):
-        p.hparams([0.1, 0.1], [1.0])
+        p.hparams([0.1, 0.1])
 
 
 def test_jacobian_rows_spread_over_every_domain():

@@ -97,7 +97,11 @@ def test_a_new_prior_is_a_registered_subclass(monkeypatch):
     params = p.init(jax.random.PRNGKey(0))
     z = jnp.array([[0.5, -1.0]])
     assert float(p.log_prob(params, z, jnp.array([1]))[0]) == pytest.approx(-1.5 - 2 * np.log(2), rel=1e-6)
-    from cg import train as cg_train
-    c = cg_train.CGConfig(prior="laplace", sparse=False, num_steps=5, latent_dim=2, hidden=(4,), max_domains=3)
-    state, m = cg_train.train(jax.random.PRNGKey(1), c)
-    assert np.isfinite(float(m["final_loss"])) and state.params["prior"]["log_b"].shape == (3, 2)
+    # and a method that uses it is one entry; cg.fit trains it through the shared step
+    import cg
+    from cg import ivae_data
+    monkeypatch.setitem(models.METHODS, "laplace_vae", models.Method("laplace"))
+    d = ivae_data.generate(0, num_segments=3, per_segment=100, latent_dim=2, cond_draws=200)
+    f = cg.fit(jax.random.PRNGKey(1), d.x, d.u, method="laplace_vae", latent_dim=2, num_steps=5, hidden=(4,),
+               batch_size=32, progress=False)
+    assert np.isfinite(f.loss_history).all() and f.params["prior"]["log_b"].shape == (3, 2)

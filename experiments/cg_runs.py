@@ -1,0 +1,94 @@
+"""The CG experiments' one way to turn datasets and methods into sweep groups.
+
+Every CG experiment (``cg_benchmark``, ``cg_domains``, ``ivae_segments``) plans runs as
+dicts ``{"method", "alpha", "seed", ...}`` and hands them here. They are then fitted
+exactly as :func:`cg.fitting.fit` fits: the same :func:`~cg.fitting.prepare`, the same
+:func:`~cg.fitting.make_fit_task`, the same defaults. A method is read only from
+:data:`cg.models.METHODS`, so a new method needs no change in any experiment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Callable
+
+import jax.numpy as jnp
+import numpy as np
+
+from cg import fitting, models
+from experiments import sweep
+from mechind.core import rng
+
+
+def plan(methods, seeds: int, cells: list[dict], alphas=()) -> list[dict]:
+    """``[run]``: every method at its own alpha, and each penalised method at every extra
+    alpha of ``alphas`` too, for every cell (e.g. ``{"domains": 4}``) and seed."""
+    runs = []
+    for method in methods:
+        m = models.METHODS[method]
+        weights = [m.alpha] + ([a for a in alphas if a != m.alpha] if m.sparse else [])
+        runs += [{"method": method, "alpha": float(a), **cell, "seed": s}
+                 for a in weights for cell in cells for s in range(seeds)]
+    return runs
+
+
+def is_default_alpha(r: dict) -> bool:
+    """The run is its method at the method's own weight (not an alpha-sweep run); records
+    that are no method (a floor) count as default."""
+    m = models.METHODS.get(r["method"])
+    return m is None or r["alpha"] == m.alpha
+
+
+def penalty_pairs(methods) -> list[tuple[str, str]]:
+    """``(with, without)``: each penalised method with the method that differs from it only
+    by having no penalty (same prior, same settings), when both are in ``methods``."""
+    out = []
+    for on in methods:
+        m = models.METHODS[on]
+        for off in methods:
+            o = models.METHODS[off]
+            if m.sparse and not o.sparse and (o.prior, o.beta, o.settings) == (m.prior, m.beta, m.settings):
+                out.append((on, off))
+    return out
+
+
+def build_groups(runs: list[dict], dataset: Callable[[dict], object], *, latent_dim: int,
+                 num_domains: int | None, group_by: tuple[str, ...], key: dict, preprocess: str = "whiten", heldout: bool = False,
+                 with_support: bool = True, extra: Callable[[dict, object], dict] | None = None, **overrides) -> list[sweep.Group]:
+    """One :class:`~experiments.sweep.Group` (one compiled program) per method and value of
+    ``group_by`` (the fields that change array shapes); seeds, domain counts and alphas of
+    one method are vmapped runs of it.
+
+    Args:
+      runs: from :func:`plan`.
+      dataset: ``run -> data`` with ``x [N, d_x]``, ``u [N]``, true latents ``s [N, n]``, and
+        ``support [d_x, n]`` (read when ``with_support``: support recovery is then
+        scored); with ``heldout``, also ``x_val``, ``u_val``.
+      num_domains: the prior's table size (the largest count, so counts share a program;
+        None: each group's largest label + 1).
+      key: settings of the data (generator, version) and records, in every group's key with
+        the whole fit config, so a changed setting never reuses old results.
+      extra: ``(run, data) -> dict`` of per-run fields for the records (e.g. a floor).
+      overrides: :func:`cg.fitting.prepare` settings (``num_steps``, ``hidden``, ...).
+    """
+    buckets: dict[tuple, list[dict]] = {}
+    for r in runs:
+        buckets.setdefault((r["method"], *[r[k] for k in group_by]), []).append(r)
+    groups = []
+    for (method, *cell), rs in buckets.items():
+        ds = [dataset(r) for r in rs]
+        val = dict(xs_val=np.stack([d.x_val for d in ds]), us_val=np.stack([d.u_val for d in ds])) if heldout else {}
+        prep = fitting.prepare(np.stack([d.x for d in ds]), np.stack([d.u for d in ds]), method=method,
+                               latent_dim=latent_dim, preprocess=preprocess, num_domains=num_domains, **val,
+                               **overrides)
+        truth = {"s": jnp.asarray(np.stack([d.s for d in ds]))}
+        if with_support:
+            truth["support"] = jnp.asarray(np.stack([d.support for d in ds]))
+        gkey = {"method": method, **dict(zip(group_by, cell)), "config": dataclasses.asdict(prep.config),
+                "preprocess": preprocess, **key}
+        groups.append(sweep.Group(
+            key=gkey, keys=rng.seed_keys([r["seed"] for r in rs]), hparams=prep.hparams([r["alpha"] for r in rs]),
+            make_task=lambda p=prep: p.task(latent_dim),
+            runs=[{**r, **(extra(r, d) if extra else {})} for r, d in zip(rs, ds)],
+            data={**prep.data, **truth}, finish=fitting.run_scalars))
+    return groups
