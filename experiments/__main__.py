@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from experiments import cg_domains, criteria_hierarchy, mechanism_sparsity, mechind_overlap
+from experiments import cg_domains, criteria_hierarchy, framework, mechanism_sparsity, mechind_overlap
 from mechind.core import report
 
 
@@ -59,16 +59,26 @@ def main(argv=None) -> Path:
                     help="run only these parts")
     ap.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
+    ap.add_argument("--debug", action="store_true",
+                    help=f"full tracebacks instead of one-line errors (also: {framework.DEBUG_ENV}=1)")
     args = ap.parse_args(argv)
-    out = Path(args.out)
+    # --out is checked and held for the whole job before the first part starts; each part
+    # then holds its own subfolder
+    with framework.command_line(args.debug), report.locked_folder(args.out) as out:
+        return _run(args, out)
+
+
+def _run(args, out: Path) -> Path:
+    parts = [p for p in PARTS if not args.only or p.name in args.only]
+    for part in parts:  # a part's bad folder is found now, not after the parts before it ran
+        report.check_output_folder(out / part.name, what="part folder")
     sections, t0 = [], time.perf_counter()
-    for part in PARTS:
-        if args.only and part.name not in args.only:
-            continue
+    for part in parts:
         print(f"\n=== {part.title} ===\n", flush=True)
         t = time.perf_counter()
         argv_part = ["--out", str(out / part.name), "--preset", args.preset] \
             + (["--fresh"] if args.fresh else []) + (["--no-progress"] if args.no_progress else []) \
+            + (["--debug"] if args.debug else []) \
             + (list(part.main_job_args) if args.preset == "quick" else [])
         res = part.main(argv_part)
         text = res.get("markdown") if isinstance(res, dict) and res.get("markdown") else \

@@ -21,6 +21,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from experiments import framework
 from mechind.core import derivatives, report
 from mechind import criteria, graph
 
@@ -127,9 +128,21 @@ def main(argv=None) -> dict:
                     help="accepted for the main job; both presets compute the same table (seconds)")
     ap.add_argument("--fresh", action="store_true", help="accepted for the main job; every run is fresh")
     ap.add_argument("--no-progress", action="store_true", help="accepted for the main job; no progress bar here")
+    ap.add_argument("--debug", action="store_true",
+                    help=f"full tracebacks instead of one-line errors (also: {framework.DEBUG_ENV}=1)")
     args = ap.parse_args(argv)
     if args.points < 1 or args.bases < 1:
         ap.error("--points and --bases must be positive")
+    try:
+        graph.check_tol(args.tol)
+    except ValueError as e:
+        ap.error(f"--tol: {e}")
+    # the output folder is checked (and held) before the work, not after it
+    with framework.command_line(args.debug), report.locked_folder(args.out) as outdir:
+        return _run(args, outdir)
+
+
+def _run(args, outdir: Path) -> dict:
     t0 = time.perf_counter()
     out = run(args.points, args.bases, args.seed, args.tol)
     header = ["family", *CRITERIA, "irreducible", "components_aligned", "components_random", "expected"]
@@ -143,7 +156,6 @@ def main(argv=None) -> dict:
              else "VIOLATED:\n" + "\n".join(f"- {v}" for v in out["violations"]) + "\n")
           + "\nWhere a weaker criterion holds while a stronger one fails:\n"
           + "\n".join(f"- {w}" for w in out["weaker_survives"]) + "\n")
-    outdir = Path(args.out)
     report.write_atomic(outdir / "table.md", md)
     report.write_atomic(outdir / "table.csv", report.csv_text(header, table))
     print(md)

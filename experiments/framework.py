@@ -21,15 +21,75 @@ pipeline joins the report by adding one line there.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import dataclasses
+import logging
+import os
+import sys
 import time
 import types
 import typing
+import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
 from experiments import sweep
-from mechind.core import report
+from mechind.core import report, runner
+
+DEBUG_ENV = "MECHIND_DEBUG"
+
+
+def debug_requested(flag: bool = False) -> bool:
+    """``--debug`` or ``MECHIND_DEBUG=1``: show full tracebacks instead of one line."""
+    return flag or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
+
+def _one_line_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {' '.join(str(message).split())}\n"
+
+
+@contextlib.contextmanager
+def command_line(debug: bool = False):
+    """What a command line shows for what goes wrong, around its work:
+
+    * a user's mistake (:class:`mechind.core.report.UserError`): ``error: <message>``, exit 2;
+    * Ctrl-C: one line with where it stopped and that the same command resumes, exit 130;
+    * warnings: one line each (``warning: ...``), orbax's absl log lines muted (the
+      runner's own warning says what happened to a checkpoint in one line).
+
+    With ``debug`` (or ``MECHIND_DEBUG=1``) everything is raised and logged in full."""
+    if debug_requested(debug):
+        yield
+        return
+    absl = logging.getLogger("absl")
+    saved = warnings.formatwarning, absl.level
+    warnings.formatwarning = _one_line_warning
+    absl.setLevel(logging.CRITICAL)
+    try:
+        yield
+    except report.UserError as e:
+        print(f"error: {e}", file=sys.stderr, flush=True)
+        raise SystemExit(2) from None
+    except KeyboardInterrupt as e:
+        where = e.describe() if isinstance(e, runner.Interrupted) else "before the first group trained"
+        print(f"interrupted ({where}); finished groups are saved: run the same command to resume"
+              + (" from the last checkpoint" if isinstance(e, runner.Interrupted) and e.step else ""),
+              file=sys.stderr, flush=True)
+        raise SystemExit(130) from None
+    finally:
+        warnings.formatwarning = saved[0]
+        absl.setLevel(saved[1])
+
+
+def positive_int(text: str) -> int:
+    """An argparse type: an integer >= 1 (``--max-runs-per-call 0`` would train nothing)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 1, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be >= 1, got {value}")
+    return value
 
 
 def setting(default, help: str, choices=None):  # noqa: A002 (the argparse name)
@@ -111,36 +171,48 @@ def common_args(ap: argparse.ArgumentParser, exp: Experiment) -> None:
                     help="quick: minutes on a 2-core CPU, same qualitative picture; "
                          "paper: the published protocol (meant for a GPU)")
     ap.add_argument("--out", default=f"results/{exp.name}", help="output folder (results.jsonl, tables, figures)")
-    ap.add_argument("--max-runs-per-call", type=int, default=None,
-                    help="train at most this many runs at once (to bound device memory)")
+    ap.add_argument("--max-runs-per-call", type=positive_int, default=None,
+                    help="train at most this many runs at once (to bound device memory); part of the run "
+                         "layout recorded with every result")
     ap.add_argument("--fresh", action="store_true", help="discard earlier results and checkpoints in --out")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("--report-only", action="store_true", help="rebuild tables and figures from results.jsonl")
+    ap.add_argument("--debug", action="store_true",
+                    help=f"full tracebacks instead of one-line errors (also: {DEBUG_ENV}=1)")
 
 
 def main(exp: Experiment, argv=None) -> dict:
     """Parse the command line, run every group not already done, and write the report.
 
-    Returns ``{"records", "markdown", "wall_s", "config"}``; bad settings end in an
-    argparse error (exit code 2) before anything compiles."""
+    Returns ``{"records", "markdown", "wall_s", "config"}``. Every mistake in what the user
+    gave ends before anything compiles, in one line: bad settings in an argparse error
+    (exit 2), a bad ``--out`` (a file, not writable) or one in use by another run, a
+    damaged ``results.jsonl`` or results of another run layout in ``error: ...`` (exit 2).
+    Ctrl-C is one line and exit 130 (see :func:`command_line`)."""
     ap = argparse.ArgumentParser(description=exp.doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     common_args(ap, exp)
     add_config_args(ap, exp.config)
     args = ap.parse_args(argv)
     try:
         config = config_from_args(args, exp.presets[args.preset])
-    except ValueError as e:
+        groups = exp.groups(config)  # settings only the groups can judge fail here, before any work
+    except (ValueError, TypeError) as e:
+        if debug_requested(args.debug):
+            raise
         ap.error(str(e))
-    out = Path(args.out)
+    with command_line(args.debug), report.locked_folder(args.out) as out:
+        return _run(exp, args, config, groups, out)
+
+
+def _run(exp: Experiment, args, config, groups: list[sweep.Group], out: Path) -> dict:
     t0 = time.perf_counter()
-    groups = exp.groups(config)
     if not args.report_only:
         sweep.run_sweep(groups, out, experiment=exp.name, preset=args.preset, chunk_steps=config.chunk_steps,
                         progress=not args.no_progress, fresh=args.fresh, max_runs_per_call=args.max_runs_per_call)
     ids = sweep.run_ids(groups)
     records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl")) if r.get("run_id") in ids]
     if not records:
-        raise SystemExit(f"no results in {out}/results.jsonl for these settings")
+        raise report.UserError(f"no results in {out}/results.jsonl for these settings")
     info = {"preset": args.preset, "wall_s": time.perf_counter() - t0, "device": records[0]["device"]}
     text = exp.report(records, config, out, info)
     print(text)

@@ -69,29 +69,88 @@ def run_ids(groups: list[Group]) -> set[str]:
     return {_run_id(g, run) for g in groups for run in g.runs}
 
 
+def _duplicate_runs(groups: list[Group]) -> list[str]:
+    """Run ids that the settings produce more than once (a value given twice, say)."""
+    seen, dups = set(), []
+    for g in groups:
+        for run in g.runs:
+            rid = _run_id(g, run)
+            if rid in seen:
+                dups.append(rid)
+            seen.add(rid)
+    return dups
+
+
+def group_layout(group: Group, task: runner.Task, max_runs_per_call: int | None) -> dict:
+    """The run layout :func:`~mechind.core.runner.run_group` will use for this group."""
+    per_call = runner.effective_runs_per_call(task, group.keys, group.hparams, max_runs_per_call)
+    return runner.layout(per_call)
+
+
+def _check_layout(path: Path, where: str, records: list[dict], now: dict) -> None:
+    """Refuse to add runs under a layout other than the one earlier runs of this group
+    were computed under: numbers differ between layouts (DESIGN.md, principle 7), and a
+    table mixing them would show that as seed noise. Records written before layouts
+    were recorded carry none and are taken as they are."""
+    old = [r["layout"] for r in records if r.get("layout") is not None]
+    if old and any(o != now for o in old):
+        raise report.UserError(
+            f"{path} holds runs of {where} computed under another layout ({_fmt_layout(old[0])}; this run: "
+            f"{_fmt_layout(now)}); numbers differ between layouts, so they are not mixed: run with the same "
+            "devices and --max-runs-per-call, or use --fresh or another --out")
+
+
+def _fmt_layout(lay: dict) -> str:
+    return (f"{lay.get('devices')} {lay.get('backend')} device(s), {lay.get('runs_per_call')} runs per call, "
+            f"jax {lay.get('jax')}")
+
+
 def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, preset: str,
               chunk_steps: int = 1000, progress: bool = True, fresh: bool = False,
               max_runs_per_call: int | None = None, log=print) -> list[dict]:
-    """Run every group not already complete in ``out_dir/results.jsonl``; returns all records."""
+    """Run every group not already complete in ``out_dir/results.jsonl``; returns all records.
+
+    Everything that can refuse the sweep (duplicate runs, results of another layout, a
+    damaged results file) is checked before the first group trains. A run id already in
+    the file is never written again. Ctrl-C raises :class:`runner.Interrupted` naming the
+    experiment, group and step. The caller holds ``out_dir`` (see
+    :func:`mechind.core.report.locked_folder`)."""
     out_dir = Path(out_dir)
     path = out_dir / "results.jsonl"
+    dups = _duplicate_runs(groups)
+    if dups:
+        raise report.UserError(f"these settings give run {dups[0]} more than once (a value listed twice?)")
     if fresh:
         path.unlink(missing_ok=True)
         shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
-    done = {r.get("run_id") for r in report.read_jsonl(path)}
+    by_id = {r.get("run_id"): r for r in report.read_jsonl(path)}
     device = report.device_info()
+    n = len(groups)
+    where = lambda gi, g: f"{experiment}, group {gi + 1}/{n} {_short(g.key)}"  # noqa: E731
+    todo, tasks = [], {}
+    for gi, g in enumerate(groups):  # every refusal before any training
+        ids = [_run_id(g, run) for run in g.runs]
+        have = [by_id[i] for i in ids if i in by_id]
+        if any(r.get("layout") is not None for r in have):
+            tasks[gi] = g.make_task()
+            _check_layout(path, where(gi, g), have, group_layout(g, tasks[gi], max_runs_per_call))
+        if len(have) < len(ids):
+            todo.append(gi)
     t_sweep = time.perf_counter()
     for gi, g in enumerate(groups):
-        ids = [_run_id(g, run) for run in g.runs]
-        if all(i in done for i in ids):
-            log(f"[{gi + 1}/{len(groups)}] {_short(g.key)} already done, skipped")
+        if gi not in todo:
+            log(f"[{gi + 1}/{n}] {_short(g.key)} already done, skipped")
             continue
         ckpt = out_dir / "checkpoints" / g.id
-        task = g.make_task()
-        res = runner.run_group(task, g.keys, g.hparams, chunk_steps=chunk_steps, checkpoint_dir=ckpt,
-                               progress=progress, max_runs_per_call=max_runs_per_call, data=g.data)
+        try:
+            task = tasks.get(gi) or g.make_task()
+            res = runner.run_group(task, g.keys, g.hparams, chunk_steps=chunk_steps, checkpoint_dir=ckpt,
+                                   progress=progress, max_runs_per_call=max_runs_per_call, data=g.data)
+        except KeyboardInterrupt as e:
+            raise runner.Interrupted(getattr(e, "step", None), getattr(e, "num_steps", 0), where(gi, g)) from None
         records = []
-        for r, (run, rid) in enumerate(zip(g.runs, ids)):
+        for r, run in enumerate(g.runs):
+            rid = _run_id(g, run)
             m = {k: v[r] for k, v in res.metrics.items()}
             vals = g.finish(m)
             failed = bool(res.failed[r]) or not all(
@@ -107,12 +166,16 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
                 "final_loss": float(res.final_loss[r]), "steps": task.num_steps,
                 "group_runs": len(g.runs), "compile_s": res.compile_s, "train_s": res.train_s,
                 "eval_s": res.eval_s, "train_s_per_run": res.train_s / len(g.runs),
-                "resumed_from": res.resumed_from, "device": device,
+                "resumed_from": res.resumed_from, "device": device, "layout": res.layout,
             })
-        report.append_jsonl(path, records)
+        # a group redone because some of its runs were missing (a cut last line) adds
+        # only those: a run id is written once
+        new = [r for r in records if r["run_id"] not in by_id]
+        report.append_jsonl(path, new)
+        by_id.update((r["run_id"], r) for r in new)
         shutil.rmtree(ckpt, ignore_errors=True)
         n_fail = sum(r["failed"] for r in records)
-        log(f"[{gi + 1}/{len(groups)}] {_short(g.key)}: {len(records)} runs, compile {res.compile_s:.1f}s, "
+        log(f"[{gi + 1}/{n}] {_short(g.key)}: {len(records)} runs, compile {res.compile_s:.1f}s, "
             f"train {res.train_s:.1f}s, eval {res.eval_s:.1f}s" + (f", {n_fail} FAILED" if n_fail else ""))
     log(f"sweep finished in {time.perf_counter() - t_sweep:.1f}s; results in {path}")
     return report.unique_records(report.read_jsonl(path))

@@ -12,12 +12,15 @@ Both pipelines (``mechind.train`` and ``cg.train``) use this; there is no second
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
 import math
 import os
 import shutil
+import signal
+import threading
 import time
 import warnings
 from pathlib import Path
@@ -249,8 +252,14 @@ class _Checkpointer:
         return self.mngr.restore(step, args=self._ocp.args.StandardRestore(abstract))
 
     def save(self, step: int, tree: PyTree, layout: dict) -> None:
-        self.mngr.save(step, args=self._ocp.args.StandardSave(tree))
-        self.mngr.wait_until_finished()
+        # Ctrl-C waits until the step is written and verified: raised inside orbax, it
+        # leaves orbax's writer threads half done, printing tracebacks (or aborting) at exit
+        with _sigint_deferred():
+            self.mngr.save(step, args=self._ocp.args.StandardSave(tree))
+            self.mngr.wait_until_finished()
+            self._record(step, tree, layout)
+
+    def _record(self, step: int, tree: PyTree, layout: dict) -> None:
         # written after orbax finished: a crash in between leaves this step unverified,
         # and resume then falls back to the step before
         kept = set(self.steps())
@@ -263,6 +272,23 @@ class _Checkpointer:
 
     def close(self):
         self.mngr.close()
+
+
+@contextlib.contextmanager
+def _sigint_deferred():
+    """Hold Ctrl-C (SIGINT) until the block ends, then raise it as KeyboardInterrupt.
+    Only the main thread can set signal handlers; elsewhere the block runs as it is."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught = []
+    old = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, old)
+    if caught:
+        raise KeyboardInterrupt
 
 
 def _check_writable(directory: Path) -> None:
@@ -319,12 +345,14 @@ def _resume(directory: str | Path, like: PyTree, layout: dict) -> tuple[_Checkpo
         except Exception as e:  # noqa: BLE001
             problems.append(f"step {step} is unreadable ({_one_line(e)})")
         else:
-            if meta.get("steps", {}).get(str(step)) == tree_checksums(tree):
+            expected = meta.get("steps", {}).get(str(step))
+            if expected == tree_checksums(tree):
                 if problems:
                     warnings.warn(f"checkpoint folder {directory}: {'; '.join(problems)}; resuming from step {step}",
                                   RuntimeWarning, stacklevel=3)
                 return ckpt, step, tree
-            problems.append(f"step {step} fails its checksum (its files changed after they were written)")
+            problems.append(f"step {step} has no checksum (its save was cut short)" if expected is None else
+                            f"step {step} fails its checksum (its files changed after they were written)")
         ckpt.delete(step)  # a later save of this step must not find it taken
     ckpt.close()
     warnings.warn(f"checkpoint folder {directory}: {'; '.join(problems)}; training this group from step 0",
