@@ -90,6 +90,8 @@ class SlotConfig:
 
     def __post_init__(self):
         self.spec  # validates K, slot_dim, overlap, layout, obs_per_slot
+        for msg in runner.whole_number_errors(self):  # before the comparisons, which 20.5 passes
+            raise ValueError(msg)
         checks = [
             (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),

@@ -61,6 +61,8 @@ class Config:
     init: str = "lecun"  # "lecun" (flax) or "torch" (PyTorch's nn.Linear: U(±1/sqrt(fan_in)), as theirs)
 
     def __post_init__(self):
+        for msg in runner.whole_number_errors(self):  # before the comparisons, which 20.5 passes
+            raise ValueError(msg)
         checks = [
             (isinstance(self.data, ms_data.Spec), "data must be a mechsparse.data.Spec"),
             (self.num_train >= self.batch_size >= 1,

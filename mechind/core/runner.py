@@ -37,6 +37,27 @@ Array = jax.Array
 PyTree = Any
 
 
+def _is_whole(v) -> bool:
+    return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
+
+
+def whole_number_errors(config) -> list[str]:
+    """Messages for the fields of a dataclass ``config`` annotated ``int`` (or a tuple of
+    ints) that hold something else: a ``num_steps`` of 20.5 would otherwise pass ``>= 1``
+    and train a step more than asked (``range`` and ``lax.scan`` round it differently)."""
+    import typing
+
+    errors = []
+    hints = typing.get_type_hints(type(config))
+    for f in dataclasses.fields(config):
+        tp, v = hints.get(f.name), getattr(config, f.name)
+        if tp is int and not _is_whole(v):
+            errors.append(f"{f.name} must be a whole number, got {v!r}")
+        elif tp == tuple[int, ...] and not (isinstance(v, (tuple, list)) and all(_is_whole(x) for x in v)):
+            errors.append(f"{f.name} must be whole numbers, got {v!r}")
+    return errors
+
+
 @dataclasses.dataclass(frozen=True)
 class Task:
     """One training run, as pure single-run functions (the runner adds the run axis).
@@ -61,6 +82,8 @@ class Task:
     eval_bytes: int = 0  # peak temporary memory of one run's evaluate (e.g. SIS kernels)
 
     def __post_init__(self):
+        if not _is_whole(self.num_steps) or self.num_steps < 1:
+            raise ValueError(f"num_steps must be a whole number >= 1, got {self.num_steps!r}")
         # every use of a task (runner, make_train, benchmarks) draws the same random stream
         for f in ("make_data", "init", "step", "evaluate"):
             fn = getattr(self, f)

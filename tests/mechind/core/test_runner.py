@@ -151,3 +151,17 @@ def test_ctrl_c_in_the_host_loop_says_where_it_stopped(tmp_path, monkeypatch):
     monkeypatch.undo()
     resumed = _run(task, [0.1], chunk_steps=10, checkpoint_dir=tmp_path)  # the checkpoint of step 20 is there
     assert resumed.resumed_from == 20
+
+
+def test_a_fractional_step_count_is_refused_not_rounded():
+    from mechind import train
+    import mechsparse.train as ms_train
+
+    for cls in (train.SlotConfig, ms_train.Config):
+        with pytest.raises(ValueError, match="num_steps must be a whole number, got 20.5"):
+            cls(num_steps=20.5)
+        with pytest.raises(ValueError, match=r"hidden must be whole numbers, got \(8.5,\)"):
+            cls(hidden=(8.5,))
+        assert cls(num_steps=np.int64(20)).num_steps == 20
+    with pytest.raises(ValueError, match="num_steps must be a whole number >= 1, got 20.5"):
+        _toy_task(20.5)
