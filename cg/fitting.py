@@ -195,7 +195,7 @@ def check_inputs(x, u, *, method: str, latent_dim: int, batch_size: int) -> tupl
     u = _check_u(u, len(x))
     if len(x) < batch_size:
         raise ValueError(f"{len(x)} samples are fewer than one batch of {batch_size}: "
-                         f"pass batch_size=<= {len(x)} or more data")
+                         f"use more data or a batch_size of at most {len(x)}")
     num_domains = int(u.max()) + 1
     missing = np.setdiff1d(np.arange(num_domains), u)
     if missing.size:
