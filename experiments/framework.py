@@ -71,8 +71,8 @@ def command_line(debug: bool = False):
         print(f"error: {e}", file=sys.stderr, flush=True)
         raise SystemExit(2) from None
     except KeyboardInterrupt as e:
-        where = e.describe() if isinstance(e, runner.Interrupted) else "before the first group trained"
-        print(f"interrupted ({where}); finished groups are saved: run the same command to resume"
+        where = f" ({e.describe()})" if isinstance(e, runner.Interrupted) else ""
+        print(f"interrupted{where}; finished groups are saved: run the same command to resume"
               + (" from the last checkpoint" if isinstance(e, runner.Interrupted) and e.step else ""),
               file=sys.stderr, flush=True)
         raise SystemExit(130) from None

@@ -33,9 +33,9 @@ def _cli(out: Path, **kw) -> subprocess.CompletedProcess:
 
 
 def _newer_checkpoint(folder: Path, since: float) -> bool:
-    """A finished checkpoint step (a folder named by its step) written after ``since``."""
+    """A finished and verified checkpoint step (its checksums recorded) written after ``since``."""
     try:
-        return any(p.name.isdigit() and p.stat().st_mtime > since for p in folder.rglob("*"))
+        return any(p.stat().st_mtime > since for p in folder.rglob("checksums.json"))
     except FileNotFoundError:  # orbax replaced a folder while we looked
         return False
 
@@ -330,3 +330,18 @@ def test_command_lines_say_what_is_wrong_in_one_line(argv, says, tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert says in done.stderr.strip().splitlines()[-1], done.stderr
     assert victim.read_bytes() == b"the user's data"
+
+
+@pytest.mark.slow  # a second interpreter with two host devices: about 5 s
+def test_results_of_another_device_count_are_not_mixed(toy_done, tmp_path):
+    out = _copy(toy_done, tmp_path / "o")
+    before = _snapshot(out)
+    two = subprocess.run([*TOY_CMD, *_toy_args(out)], cwd=ROOT, capture_output=True, text=True, timeout=120,
+                         env={**os.environ, "JAX_PLATFORMS": "cpu",
+                              "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    assert two.returncode == 2 and "Traceback" not in two.stderr, two.stderr
+    line = two.stderr.strip()
+    assert "\n" not in line and "computed under another layout (1 cpu device(s)" in line
+    assert "this run: 2 cpu device(s)" in line
+    assert {p: h for p, h in _snapshot(out).items() if p.name != ".lock"} == \
+        {p: h for p, h in before.items() if p.name != ".lock"}
