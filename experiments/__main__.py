@@ -25,7 +25,7 @@ from mechind.core import report
 class Part:
     """A part of the main job: its folder name, its section title, and its ``main(argv)``.
 
-    Every part takes ``--out``, ``--preset``, ``--fresh`` and ``--no-progress``, and
+    Every part takes ``--out``, ``--preset``, ``--fresh``, ``--no-progress`` and ``--debug``, and
     returns a dict (with ``"markdown"``, or it writes ``table.md``). An experiment on the
     framework (:class:`experiments.framework.Experiment`) is a part as it is."""
 

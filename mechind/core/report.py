@@ -137,7 +137,7 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
     return records
 
 
-def _probe_writable(folder: Path) -> None:
+def probe_writable(folder: Path) -> None:
     """Create and remove a file in ``folder``: the only reliable test (``os.access`` is
     true for root on a read-only bind mount, false negatives on some network file systems)."""
     fd, tmp = tempfile.mkstemp(dir=folder, prefix=".write-probe.")
@@ -163,7 +163,7 @@ def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
     targets = [path] + [p for p in (path / "checkpoints",) if p.is_dir()]
     for folder in targets:
         try:
-            _probe_writable(folder)
+            probe_writable(folder)
         except OSError as e:
             raise UserError(f"{what} {folder} is not writable ({e.strerror}); make it writable or pick "
                             f"another {what}") from None

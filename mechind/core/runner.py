@@ -318,7 +318,7 @@ def _check_writable(directory: Path) -> None:
     """One clear error now instead of orbax's timeout (minutes) on a folder it cannot write."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
-        report._probe_writable(directory)
+        report.probe_writable(directory)
     except OSError as e:
         raise report.UserError(f"cannot write checkpoints to {directory} ({e.strerror}); make it writable "
                                "or pick another output folder") from None

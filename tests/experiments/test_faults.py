@@ -7,7 +7,6 @@ run one; the rest call the command's ``main(argv)`` in this process, which is th
 code path minus the interpreter start (about 3 s each with jax). Slow ones are marked.
 """
 
-import dataclasses
 import errno
 import hashlib
 import os
@@ -19,7 +18,8 @@ from pathlib import Path
 
 import pytest
 
-from experiments import criteria_hierarchy, framework, sweep
+from experiments import __main__ as main_job
+from experiments import criteria_hierarchy, framework
 from mechind.core import report
 from tests.experiments.test_framework import TOY
 
@@ -132,7 +132,16 @@ def test_out_that_is_a_file_or_under_one_is_one_line_and_the_file_is_untouched(t
     assert "is a file, not a folder" in _fails(capsys, TOY.main, _toy_args(victim))
     assert "a part of that path is a file" in _fails(capsys, TOY.main, _toy_args(victim / "sub"))
     assert "is a file, not a folder" in _fails(capsys, criteria_hierarchy.main, ["--out", str(victim)])
+    assert "is a file, not a folder" in _fails(capsys, main_job.main, ["--only", "criteria_hierarchy", "--out",
+                                                                     str(victim)])
     assert _snapshot(victim) == before
+    # the main job checks every part's folder before the first part runs
+    job = tmp_path / "job"
+    job.mkdir()
+    (job / "mechind_overlap").write_text("in the way")
+    line = _fails(capsys, main_job.main, ["--only", "criteria_hierarchy", "mechind_overlap", "--out", str(job)])
+    assert line == f"error: part folder {job / 'mechind_overlap'} is a file, not a folder; pick a folder"
+    assert not (job / "criteria_hierarchy" / "table.md").exists()
 
 
 def test_an_unwritable_out_is_one_line_before_any_work(tmp_path, capsys, monkeypatch):
@@ -141,7 +150,7 @@ def test_an_unwritable_out_is_one_line_before_any_work(tmp_path, capsys, monkeyp
     def read_only(folder):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
-    monkeypatch.setattr(report, "_probe_writable", read_only)
+    monkeypatch.setattr(report, "probe_writable", read_only)
     line = _fails(capsys, TOY.main, _toy_args(tmp_path / "o"))
     assert "is not writable (Read-only file system)" in line
     assert not (tmp_path / "o" / "results.jsonl").exists()
