@@ -92,7 +92,7 @@ def _check_layout(path: Path, where: str, records: list[dict], now: dict) -> Non
     were computed under: numbers differ between layouts (DESIGN.md, principle 7), and a
     table mixing them would show that as seed noise. Records written before layouts
     were recorded carry none and are taken as they are."""
-    old = [r["layout"] for r in records if r.get("layout") is not None]
+    old = [r["run_layout"] for r in records if isinstance(r.get("run_layout"), dict)]
     if old and any(o != now for o in old):
         raise report.UserError(
             f"{path} holds runs of {where} computed under another layout ({_fmt_layout(old[0])}; this run: "
@@ -131,7 +131,7 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
     for gi, g in enumerate(groups):  # every refusal before any training
         ids = [_run_id(g, run) for run in g.runs]
         have = [by_id[i] for i in ids if i in by_id]
-        if any(r.get("layout") is not None for r in have):
+        if any(isinstance(r.get("run_layout"), dict) for r in have):
             tasks[gi] = g.make_task()
             _check_layout(path, where(gi, g), have, group_layout(g, tasks[gi], max_runs_per_call))
         if len(have) < len(ids):
@@ -166,7 +166,7 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
                 "final_loss": float(res.final_loss[r]), "steps": task.num_steps,
                 "group_runs": len(g.runs), "compile_s": res.compile_s, "train_s": res.train_s,
                 "eval_s": res.eval_s, "train_s_per_run": res.train_s / len(g.runs),
-                "resumed_from": res.resumed_from, "device": device, "layout": res.layout,
+                "resumed_from": res.resumed_from, "device": device, "run_layout": res.layout,
             })
         # a group redone because some of its runs were missing (a cut last line) adds
         # only those: a run id is written once

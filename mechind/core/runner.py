@@ -288,7 +288,7 @@ class _Checkpointer:
         kept = set(self.steps())
         sums = {k: v for k, v in self.meta().get("steps", {}).items() if int(k) in kept}
         sums[str(step)] = tree_checksums(tree)
-        report.write_atomic(self.directory / self.META, json.dumps({"layout": layout, "steps": sums}))
+        report.write_atomic(self.directory / self.META, json.dumps({"run_layout": layout, "steps": sums}))
 
     def delete(self, step: int) -> None:
         self.mngr.delete(step)
@@ -354,10 +354,10 @@ def _resume(directory: str | Path, like: PyTree, layout: dict) -> tuple[_Checkpo
     if not steps:
         return ckpt, 0, None
     meta = ckpt.meta()
-    if meta.get("layout") != layout:
+    if meta.get("run_layout") != layout:
         ckpt.close()
         why = (f"has no readable {_Checkpointer.META} (damaged, or written by an older version)" if not meta else
-               f"was written under another run layout ({meta['layout']}, now {layout})")
+               f"was written under another run layout ({meta.get('run_layout')}, now {layout})")
         warnings.warn(f"checkpoint folder {directory} {why}; training this group from step 0",
                       RuntimeWarning, stacklevel=3)
         return _fresh(directory), 0, None

@@ -185,8 +185,8 @@ def test_a_folder_in_use_is_refused_with_the_holders_pid(toy_done, tmp_path, cap
 def test_results_of_another_run_layout_are_not_mixed(tmp_path, capsys):
     out = tmp_path / "o"
     first = TOY.main(_toy_args(out, "--max-runs-per-call", "1", "--seeds", "1"))
-    assert {r["layout"]["runs_per_call"] for r in first["records"]} == {1}
-    assert all(r["layout"]["devices"] >= 1 and r["layout"]["backend"] and r["layout"]["jax"]
+    assert {r["run_layout"]["runs_per_call"] for r in first["records"]} == {1}
+    assert all(r["run_layout"]["devices"] >= 1 and r["run_layout"]["backend"] and r["run_layout"]["jax"]
                for r in first["records"])
     before = _snapshot(out)
     line = _fails(capsys, TOY.main, _toy_args(out, "--seeds", "1"))  # default: both runs in one call

@@ -18,6 +18,8 @@ def test_mechind_overlap_end_to_end_and_resume(tmp_path):
     for r in recs:
         assert {"sis", "c_comp", "recon_r2", "train_s", "device", "seed", "lam", "K", "overlap", "failed"} <= set(r)
         assert r["steps"] == 30 and r["device"]["backend"] == "cpu"
+        # the run layout has a name of its own: the data's "layout" (a setting) is kept
+        assert r["layout"] == "chain" and r["run_layout"]["runs_per_call"] == 4
     for f in ("table.md", "table.csv", "criteria.md", "sis_vs_overlap.png"):
         assert (tmp_path / f).stat().st_size > 0
     assert "| K | lam | overlap 0.0 | overlap 0.5 |" in out["markdown"]
