@@ -160,12 +160,15 @@ def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
         raise UserError(f"{what} {path}: a part of that path is a file, not a folder; pick another {what}") from None
     except OSError as e:
         raise UserError(f"{what} {path} cannot be created ({e.strerror}); pick another {what}") from None
-    targets = [path] + [p for p in (path / "checkpoints",) if p.is_dir()]
+    # a partial run's checkpoint folders too: orbax waits minutes on one it cannot write
+    ckpts = path / "checkpoints"
+    targets = [path] + ([ckpts, *(p for p in ckpts.iterdir() if p.is_dir())] if ckpts.is_dir() else [])
     for folder in targets:
         try:
             probe_writable(folder)
         except OSError as e:
-            raise UserError(f"{what} {folder} is not writable ({e.strerror}); make it writable or pick "
+            name = f"{what} {folder}" if folder == path else f"{folder} (under {what})"
+            raise UserError(f"{name} is not writable ({e.strerror}); make it writable or pick "
                             f"another {what}") from None
     results = path / "results.jsonl"
     if results.exists():

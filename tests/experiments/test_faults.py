@@ -150,10 +150,17 @@ def test_an_unwritable_out_is_one_line_before_any_work(tmp_path, capsys, monkeyp
     def read_only(folder):
         raise OSError(errno.EROFS, os.strerror(errno.EROFS))
 
+    real = report.probe_writable
     monkeypatch.setattr(report, "probe_writable", read_only)
     line = _fails(capsys, TOY.main, _toy_args(tmp_path / "o"))
     assert "is not writable (Read-only file system)" in line
     assert not (tmp_path / "o" / "results.jsonl").exists()
+    # only a partial run's group checkpoint folder is read-only: still found at startup
+    group = tmp_path / "p" / "checkpoints" / "0123abcd"
+    group.mkdir(parents=True)
+    monkeypatch.setattr(report, "probe_writable", lambda f: read_only(f) if f == group else real(f))
+    assert _fails(capsys, TOY.main, _toy_args(tmp_path / "p")) == \
+        f"error: {group} (under --out) is not writable (Read-only file system); make it writable or pick another --out"
     if os.geteuid() == 0:  # a folder that cannot be created at all (only root sees /sys so)
         assert "cannot be created" in _fails(capsys, TOY.main, _toy_args(Path("/sys/mechind-test/o")))
 
