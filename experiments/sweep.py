@@ -59,6 +59,14 @@ def _short(key: dict) -> dict:
     return {k: v for k, v in key.items() if not isinstance(v, dict)}
 
 
+def group_labels(groups: list[Group]) -> list[str]:
+    """A short name per group for one-line messages: the settings that differ between the
+    groups (``K 2, overlap 0.5``), or the group id where none do."""
+    short = [_short(g.key) for g in groups]
+    varying = [k for k in short[0] if len({repr(s.get(k)) for s in short}) > 1] if short else []
+    return [", ".join(f"{k} {s.get(k)}" for k in varying) or f"id {g.id}" for g, s in zip(groups, short)]
+
+
 def _run_id(group: Group, run: dict) -> str:
     return group.id + ":" + json.dumps(run, sort_keys=True)
 
@@ -126,7 +134,8 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
     by_id = {r.get("run_id"): r for r in report.read_jsonl(path)}
     device = report.device_info()
     n = len(groups)
-    where = lambda gi, g: f"{experiment}, group {gi + 1}/{n} {_short(g.key)}"  # noqa: E731
+    labels = group_labels(groups)
+    where = lambda gi, g: f"{experiment}, group {gi + 1}/{n}: {labels[gi]}"  # noqa: E731
     todo, tasks = [], {}
     for gi, g in enumerate(groups):  # every refusal before any training
         ids = [_run_id(g, run) for run in g.runs]

@@ -282,7 +282,7 @@ def test_ctrl_c_is_one_line_and_the_same_command_resumes(tmp_path):
     assert proc.returncode == 130, err
     lines = [ln for ln in err.splitlines() if ln.strip()]
     assert len(lines) == 1 and "Traceback" not in err, err
-    assert lines[0].startswith("interrupted (toy, group 1/1") and " of 20); " in lines[0]
+    assert lines[0].startswith("interrupted (toy, group 1/1: id ") and " of 20); " in lines[0]
     assert "run the same command to resume" in lines[0]
     assert not (out / "results.jsonl").exists()
     resumed = TOY.main(_toy_args(out, *args))

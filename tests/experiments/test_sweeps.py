@@ -65,6 +65,14 @@ def test_mechind_overlap_restarts_train_all_and_report_the_best(tmp_path):
         assert chosen["objective"] == min(r["objective"] for r in same)
 
 
+def test_group_labels_name_what_differs():
+    base = mechind_overlap.train.SlotConfig(num_steps=30)
+    groups = mechind_overlap.build_groups([2, 3], [0.0], [0.0, 0.5], [0], base)
+    assert sweep.group_labels(groups) == ["K 2, overlap 0.0", "K 2, overlap 0.5", "K 3, overlap 0.0",
+                                          "K 3, overlap 0.5"]
+    assert sweep.group_labels(groups[:1]) == [f"id {groups[0].id}"]
+
+
 def test_read_jsonl_raises_on_corruption_inside_the_file(tmp_path):
     path = tmp_path / "r.jsonl"
     path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
