@@ -565,11 +565,13 @@ def main(argv=None) -> int:
     ap.add_argument("--out", type=Path, default=None,
                     help="output .npz (default: <data>_<method>_fit.npz beside the data); never the input")
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
+    ap.add_argument("--debug", action="store_true",
+                    help=f"full tracebacks instead of one-line errors (also: {report.DEBUG_ENV}=1)")
     args = ap.parse_args(argv)
     try:
         return _run(args)
     except ValueError as e:
-        if os.environ.get("MECHIND_DEBUG"):
+        if report.debug_requested(args.debug):
             raise
         print(f"error: {e}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from experiments import cg_domains, criteria_hierarchy, framework, mechanism_sparsity, mechind_overlap
+from experiments import cg_benchmark, criteria_hierarchy, framework, mechanism_sparsity, mechind_overlap
 from mechind.core import report
 
 
@@ -39,7 +39,7 @@ class Part:
 PARTS = (
     Part("criteria_hierarchy", "Criteria hierarchy on generators of known structure", criteria_hierarchy.main),
     mechind_overlap.EXPERIMENT,
-    cg_domains.EXPERIMENT,
+    cg_benchmark.EXPERIMENT,
     mechanism_sparsity.EXPERIMENT,
 )
 

@@ -1,6 +1,6 @@
 """The CG experiments' one way to turn datasets and methods into sweep groups.
 
-Every CG experiment (``cg_benchmark``, ``cg_domains``, ``ivae_segments``) plans runs as
+Every CG experiment (``cg_benchmark``, ``ivae_segments``) plans runs as
 dicts ``{"method", "alpha", "seed", ...}`` and hands them here. They are then fitted
 exactly as :func:`cg.fitting.fit` fits: the same :func:`~cg.fitting.prepare`, the same
 :func:`~cg.fitting.make_fit_task`, the same defaults. A method is read only from

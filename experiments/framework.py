@@ -24,7 +24,6 @@ import argparse
 import contextlib
 import dataclasses
 import logging
-import os
 import sys
 import time
 import types
@@ -36,12 +35,8 @@ from typing import Any, Callable, Mapping
 from experiments import sweep
 from mechind.core import report, runner
 
-DEBUG_ENV = "MECHIND_DEBUG"
-
-
-def debug_requested(flag: bool = False) -> bool:
-    """``--debug`` or ``MECHIND_DEBUG=1``: show full tracebacks instead of one line."""
-    return flag or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+DEBUG_ENV = report.DEBUG_ENV
+debug_requested = report.debug_requested  # one definition, in the core: cg.fitting's command line uses it too
 
 
 def _one_line_warning(message, category, filename, lineno, line=None) -> str:

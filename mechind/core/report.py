@@ -22,6 +22,13 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
+DEBUG_ENV = "MECHIND_DEBUG"
+
+
+def debug_requested(flag: bool = False) -> bool:
+    """``--debug`` or ``MECHIND_DEBUG=1``: show full tracebacks instead of one line."""
+    return flag or os.environ.get(DEBUG_ENV, "").strip() not in ("", "0")
+
 
 class UserError(Exception):
     """A mistake in what the user gave (an option, a path, a damaged file): a command line

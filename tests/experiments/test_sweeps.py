@@ -1,11 +1,10 @@
-import dataclasses
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
-from experiments import cg_domains, mechind_overlap, sweep
+from experiments import mechind_overlap, sweep
 from mechind.core import report
 
 
@@ -93,52 +92,6 @@ def test_bad_cli_values_fail_before_compiling(tmp_path):
     assert not (tmp_path / "results.jsonl").exists()
 
 
-def test_cg_bad_cli_values_fail_before_compiling(tmp_path):
-    for bad in (["--alphas", "-0.1"], ["--domains", "0"], ["--domains", "7"], ["--density", "0"],
-                ["--latent-dim", "4", "--obs-dim", "3"], ["--seeds", "0"], ["--methods", "pca"], ["--act", "relu"],
-                ["--steps", "ten"]):
-        with pytest.raises(SystemExit):
-            cg_domains.main(["--out", str(tmp_path), "--no-progress"] + bad)
-    assert not (tmp_path / "results.jsonl").exists()
-
-
-def test_cg_domains_end_to_end_and_resume(tmp_path):
-    args = ["--preset", "quick", "--domains", "1", "4", "--seeds", "2", "--steps", "20", "--total", "400",
-            "--alphas", "1.0", "--hidden", "8", "--no-progress", "--out", str(tmp_path)]
-    out = cg_domains.main(args)
-    recs = report.read_jsonl(tmp_path / "results.jsonl")
-    # one compiled group per prior, every method x domains x seed inside it
-    assert len({r["group"] for r in recs}) == 3
-    assert {r["method"] for r in recs} == set(cg_domains.models.METHODS)
-    assert {r["alpha"] for r in recs if r["method"] == "cg_vae"} == {0.1, 1.0}
-    assert {r["alpha"] for r in recs if r["method"] in ("ivae", "cg_vae_no_sparsity", "beta_vae")} == {0.0}
-    assert len(recs) == (5 + 1) * 2 * 2
-    for r in recs:
-        assert 0 <= r["mcc"] <= 1 and 0 <= r["support_f1"] <= 1 and r["l1_true"] > 0 and r["l1_model"] >= 0
-        assert r["latent_std"] >= 0 and r["steps"] == 20 and r["structural_sparsity"] <= 3
-    # the same dataset for every method of a (domains, seed): the true L1 is the dataset's own
-    for d in (1, 4):
-        for sd in (0, 1):
-            assert len({r["l1_true"] for r in recs if r["domains"] == d and r["seed"] == sd}) == 1
-    md = out["markdown"]
-    for text in ("Support recovery", "minus CG-VAE's, paired on the seed", "over the true mixing's",
-                 cg_domains.FLOOR, "against the sparsity weight", "2n + 1 = 7", "penalty on minus off",
-                 "Gaussian prior: CG-VAE without flow minus iVAE"):
-        assert text in md
-    assert (tmp_path / "mcc_vs_domains.png").stat().st_size > 0
-    # the floor of support F1: every entry called an edge (6 edges of 9 at density 0.67, n = 3)
-    assert cg_domains.dense_guess_f1(cg_domains.Config()) == pytest.approx(2 * 6 / (6 + 9))
-    assert f"scores {2 * 6 / 15:.3f}" in md
-    # a second invocation trains nothing; a changed width is a different group
-    cg_domains.main(args)
-    assert len(report.read_jsonl(tmp_path / "results.jsonl")) == len(recs)
-    c = cg_domains.Config(domains=(1,), total=400, seeds=1, steps=20)
-    a = cg_domains.build_groups(c)
-    b = cg_domains.build_groups(dataclasses.replace(c, hidden=(9,)))
-    assert {g.id for g in a}.isdisjoint(g.id for g in b)
-    assert [g.id for g in a] == [g.id for g in cg_domains.build_groups(c)]  # and the same settings reuse
-
-
 def test_paired_differences_and_wilcoxon_closed_form():
     recs = [{"alpha": a, "domains": 2, "seed": s, "mcc": 0.5 + s / 10 + (a > 0) * (s + 1) / 100, "failed": False}
             for a in (0.0, 0.1) for s in range(5)]
@@ -162,7 +115,7 @@ def test_pivot_and_table_from_records():
     assert "0.200 ± 0.100" in md and "(n=2)" in csv
 
 
-@pytest.mark.parametrize("module", ["experiments", "experiments.mechind_overlap", "experiments.cg_domains",
+@pytest.mark.parametrize("module", ["experiments", "experiments.mechind_overlap", "experiments.cg_benchmark",
                                     "experiments.criteria_hierarchy", "experiments.bench"])
 def test_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
