@@ -57,7 +57,7 @@ X2 = np.random.default_rng(1).normal(size=(300, 2))
 HALF = np.repeat([0, 1], 150)
 
 
-@pytest.mark.parametrize("arrays, extra, match", [
+BAD = [
     (dict(x=X2, u=np.r_[np.zeros(150, np.int64), np.full(150, 2 ** 32)]), [], "label 4294967296"),
     (dict(x=X2, u=np.full(300, 2 ** 40)), [], "label 1099511627776"),
     (dict(x=X2, u=np.full(300, 2 ** 63, np.uint64)), [], "label 9223372036854775808"),
@@ -75,9 +75,24 @@ HALF = np.repeat([0, 1], 150)
     (dict(x=X2, u=HALF), ["--latent-dim", "0"], "latent_dim must be a positive integer"),
     (dict(x=X2, u=HALF), ["--set", "prior=standard"], "set by the method"),
     (dict(x=X2, u=HALF), ["--set", "hidden=[0]"], "positive integer widths"),
-])
+]
+
+
+@pytest.mark.parametrize("arrays, extra, match", BAD)
 def test_bad_arrays_and_settings(tmp_path, capsys, monkeypatch, arrays, extra, match):
     _fails([_save(tmp_path, **arrays)] + extra, capsys, monkeypatch, match)
+
+
+@pytest.mark.slow  # every case again through a real interpreter (~3 s each for the imports)
+@pytest.mark.parametrize("arrays, extra, match", BAD)
+def test_bad_arrays_and_settings_through_the_command_line(tmp_path, arrays, extra, match):
+    path = _save(tmp_path, **arrays)
+    before = _digest(path)
+    p = subprocess.run([sys.executable, "-m", "cg.fitting", str(path), "--no-progress"] + extra, cwd=ROOT,
+                       capture_output=True, text=True, env={**os.environ, "MECHIND_DEBUG": ""})
+    err = p.stderr.strip()
+    assert p.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1 and match in err, err
+    assert _digest(path) == before and sorted(x.name for x in tmp_path.iterdir()) == ["d.npz"]
 
 
 def test_bad_paths(tmp_path, data, capsys, monkeypatch):
