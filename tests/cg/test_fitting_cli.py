@@ -127,9 +127,9 @@ def test_a_fit_writes_the_file_it_names_with_the_usual_mode(tmp_path, data, caps
     with np.load(written) as f:
         assert f["z_hat"].shape == (300, 2)
     assert _digest(data) == before
-    # an earlier fit's output may be replaced
-    assert fitting.main([str(data), "--steps", "5", "--set", "batch_size=64", "hidden=[4]", "--no-progress",
-                         "--out", str(written)]) == 0
+    # an earlier fit's output may be replaced; a file that is not one may not
+    assert fitting._check_output(written, data) is None
+    assert "not an earlier fit's output" in fitting._check_output(data.with_name("victim.npz"), tmp_path / "x.npz")
 
 
 def _umask() -> int:

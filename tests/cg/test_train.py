@@ -17,6 +17,7 @@ def _flat(params) -> np.ndarray:
     return np.concatenate([np.ravel(v) for v in jax.tree.leaves(params)])
 
 
+@pytest.mark.slow  # chunk equality is also tested on the runner's toy tasks (tests/mechind/core/test_runner.py)
 def test_a_run_does_not_depend_on_how_its_steps_are_chunked():
     d = _data()
     p = fitting.prepare(d.x[None].repeat(2, 0), d.u[None].repeat(2, 0), method="cg_vae", latent_dim=3,
@@ -34,11 +35,14 @@ def test_sparse_warmup_switches_the_penalty_on_at_its_step():
     """With the penalty switched on only for the last step, the parameters differ from the
     alpha = 0 run by one Adam step; with it on from the start they differ far more."""
     d = _data(1)
-    kw = dict(method="cg_vae", latent_dim=3, num_steps=40, hidden=(16,), batch_size=64, progress=False,
-              lr=1e-3, lr_drop=1.0)
-    base = _flat(cg.fit(rng.key(2), d.x, d.u, alpha=0.0, **kw).params)
-    late = _flat(cg.fit(rng.key(2), d.x, d.u, alpha=2.0, sparse_warmup=39, **kw).params)
-    early = _flat(cg.fit(rng.key(2), d.x, d.u, alpha=2.0, sparse_warmup=0, **kw).params)
+    kw = dict(method="cg_vae", latent_dim=3, num_steps=40, hidden=(16,), batch_size=64, lr=1e-3, lr_drop=1.0)
+    # alpha is per-run data: alpha 0 and alpha 2 from step 0 are one compiled program
+    p = fitting.prepare(np.stack([d.x, d.x]), np.stack([d.u, d.u]), sparse_warmup=0, **kw)
+    res = runner.run_group(p.task(), rng.seed_keys([2, 2]), p.hparams([0.0, 2.0]), chunk_steps=40,
+                           progress=False, data=p.data)
+    base, early = (_flat(jax.tree.map(lambda a, i=i: a[i], res.state.params)) for i in (0, 1))
+    late = _flat(cg.fit(rng.key(2), d.x, d.u, alpha=2.0, sparse_warmup=39, progress=False, chunk_steps=40,
+                        **kw).params)
     one_step = np.abs(late - base).max()
     assert 0 < one_step <= 1.5 * 1e-3  # Adam moves each parameter by about lr per step
     assert np.abs(early - base).max() > 5 * one_step
