@@ -297,9 +297,8 @@ def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, num
     """
     model = cg_train.make_model(config, obs_dim, num_domains)
 
-    def make_data(key):  # shapes only: run_group is given the arrays themselves
-        d = {"x": jnp.zeros((num_samples, obs_dim)), "u": jnp.zeros((num_samples,), jnp.int32)}
-        return {**d, "s": jnp.zeros((num_samples, truth_dim))} if truth_dim else d
+    def make_data(key, given):  # the arrays themselves (run_group's ``given``)
+        return given
 
     def init(key, data, hp):
         return model.init(key, hp)
@@ -439,7 +438,7 @@ def fit_many(keys, xs, us, *, method: str = "ivae", latent_dim: int, preprocess:
     if keys.ndim != 2 or len(keys) != len(np.asarray(xs)):
         raise ValueError(f"need keys [R, 2] with R = len(xs); got {keys.shape} for {len(np.asarray(xs))} datasets")
     p = prepare(xs, us, method=method, latent_dim=latent_dim, preprocess=preprocess, **overrides)
-    res = runner.run_group(p.task(), keys, p.hparams(), chunk_steps=chunk_steps, progress=progress, data=p.data)
+    res = runner.run_group(p.task(), keys, p.hparams(), chunk_steps=chunk_steps, progress=progress, given=p.data)
     return [Fitted(p.config, method, jax.device_get(jax.tree.map(lambda a, i=i: a[i], res.state.params)),
                    p.mean[i], p.proj[i], p.num_domains, res.loss_history[i], bool(res.failed[i]))
             for i in range(len(keys))]

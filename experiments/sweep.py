@@ -36,8 +36,8 @@ class Group:
       hparams: per-run hyper-parameters, leading axis R.
       runs: R dicts of per-run fields written to each record (seed, lambda, ...).
       finish: ``metrics of one run (numpy) -> dict`` of scalar results (e.g. SIS from R²).
-      data: per-run data (leading axis R) given to the runner instead of ``task.make_data``
-        (fixed host-side datasets, e.g. :mod:`cg.ivae_data`); None: the task draws its own.
+      data: per-run arrays (leading axis R) the runner hands to ``task.make_data(key, given)``
+        (datasets drawn on the host, e.g. :mod:`cg.sparse_data`); None: the task draws its own.
     """
 
     key: dict
@@ -154,7 +154,7 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
         try:
             task = tasks.get(gi) or g.make_task()
             res = runner.run_group(task, g.keys, g.hparams, chunk_steps=chunk_steps, checkpoint_dir=ckpt,
-                                   progress=progress, max_runs_per_call=max_runs_per_call, data=g.data)
+                                   progress=progress, max_runs_per_call=max_runs_per_call, given=g.data)
         except KeyboardInterrupt as e:
             raise runner.Interrupted(getattr(e, "step", None), getattr(e, "num_steps", 0), where(gi, g)) from None
         records = []

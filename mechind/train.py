@@ -244,7 +244,7 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
     name = f"K={spec.num_slots} overlap={spec.overlap:g}" + (" +C_comp" if with_contrast else "")
     n_fit = int(round(config.sis_fit_frac * config.num_val))
     return runner.Task(
-        make_data=lambda key: make_data(config, key),
+        make_data=lambda key, given: make_data(config, key),
         init=lambda key, data, hp: init_state(config, nets, key, data, hp),
         step=lambda state, data, hp, i: train_step(config, nets, with_contrast, state, data, hp, i),
         evaluate=lambda state, data, hp: evaluate(config, nets, state, data, hp),

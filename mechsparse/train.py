@@ -238,7 +238,7 @@ def make_task(config: Config) -> runner.Task:
     model = make_model(config)
     s = config.data
     return runner.Task(
-        make_data=lambda key: make_data(config, key),
+        make_data=lambda key, given: make_data(config, key),
         init=lambda key, data, hp: init_state(model, config, key, data, hp),
         step=lambda state, data, hp, i: train_step(model, config, state, data, hp, i),
         evaluate=lambda state, data, hp: evaluate(model, config, state, data, hp),

@@ -7,7 +7,11 @@ chunks from the host: between chunks it updates the progress bar, marks runs who
 went non-finite as failed, and writes an orbax checkpoint, so a killed group resumes
 from its last chunk and ends with the same numbers as an uninterrupted one.
 
-Both pipelines (``mechind.train`` and ``cg.train``) use this; there is no second runner.
+Every pipeline (``mechind.train``, ``mechsparse.train``, ``cg.fitting``) uses this; there
+is no second runner. A run's data always take one route: ``task.make_data(key, given)``
+inside one compiled, vmapped call, where ``given`` is the run's slice of the arrays passed
+to :func:`run_group` (datasets drawn on the host, or a user's arrays; see
+:mod:`mechind.core.datasets`) or ``None`` (the task draws its own from the key).
 """
 
 from __future__ import annotations
@@ -63,7 +67,9 @@ class Task:
     """One training run, as pure single-run functions (the runner adds the run axis).
 
     Attributes:
-      make_data: ``key -> data`` (arrays only; regenerated on resume, never checkpointed).
+      make_data: ``(key, given) -> data`` (arrays only; regenerated on resume, never
+        checkpointed). ``given`` is the run's slice of :func:`run_group`'s ``given`` (a
+        pytree of arrays) or ``None``, when the task draws its data from ``key``.
       init: ``(key, data, hparams) -> state`` (params, optimiser state, ...).
       step: ``(state, data, hparams, step) -> (state, loss)``; ``step`` is the global
         step index (int32 scalar) so randomness is ``fold_in(key, step)``, identical
@@ -73,7 +79,7 @@ class Task:
       name: shown on the progress bar.
     """
 
-    make_data: Callable[[Array], PyTree]
+    make_data: Callable[[Array, PyTree], PyTree]
     init: Callable[[Array, PyTree, PyTree], PyTree]
     step: Callable[[PyTree, PyTree, PyTree, Array], tuple[PyTree, Array]]
     evaluate: Callable[[PyTree, PyTree, PyTree], dict]
@@ -93,15 +99,15 @@ class Task:
                 object.__setattr__(self, f, wrapped)
 
 
-def make_train(task: Task) -> Callable[[Array, PyTree], tuple[PyTree, dict]]:
-    """``train(key, hparams) -> (state, metrics)``: one whole run as a pure function.
+def make_train(task: Task) -> Callable[..., tuple[PyTree, dict]]:
+    """``train(key, hparams, given=None) -> (state, metrics)``: one whole run as a pure function.
 
     ``jax.jit(jax.vmap(make_train(task)))(keys, hparams)`` trains many runs at once; the
     chunked :func:`run_group` computes exactly the same thing with checkpoints between.
     """
 
-    def train(key, hparams):
-        data = task.make_data(key)
+    def train(key, hparams, given=None):
+        data = task.make_data(key, given)
         state = task.init(key, data, hparams)
         state, losses = scan_steps(task, state, data, hparams, jnp.int32(0), task.num_steps)
         metrics = dict(task.evaluate(state, data, hparams))
@@ -182,10 +188,11 @@ def device_memory_bytes() -> int:
     return int(os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"))
 
 
-def bytes_per_run(task: Task, key: Array, hparams_one: PyTree) -> int:
+def bytes_per_run(task: Task, key: Array, hparams_one: PyTree, given_one: PyTree = None) -> int:
     """Estimated peak memory of one run: its data, 4x its state (params, optimiser
-    moments, gradients, updates) and the evaluation's temporaries."""
-    data = jax.eval_shape(task.make_data, key)
+    moments, gradients, updates) and the evaluation's temporaries. ``given_one``: one
+    run's slice of :func:`run_group`'s ``given``."""
+    data = jax.eval_shape(task.make_data, key, given_one)
     state = jax.eval_shape(task.init, key, data, hparams_one)
     size = lambda t: sum(a.size * a.dtype.itemsize for a in jax.tree.leaves(t))  # noqa: E731
     return size(data) + 4 * size(state) + task.eval_bytes
@@ -198,23 +205,28 @@ def bytes_per_run(task: Task, key: Array, hparams_one: PyTree) -> int:
 CPU_RUNS_PER_CALL = 32
 
 
-def auto_runs_per_call(task: Task, keys: Array, hparams: PyTree, fraction: float = 0.5) -> int:
+def auto_runs_per_call(task: Task, keys: Array, hparams: PyTree, fraction: float = 0.5,
+                       given: PyTree = None) -> int:
     """How many runs to train at once: as many as fit in ``fraction`` of the local
     devices' memory, and at most :data:`CPU_RUNS_PER_CALL` per device on a CPU."""
-    per_run = bytes_per_run(task, keys[0], jax.tree.map(lambda a: a[0], hparams))
+    first = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
+    per_run = bytes_per_run(task, keys[0], first(hparams), first(given))
     fit = max(1, int(fraction * device_memory_bytes() * jax.local_device_count() // max(per_run, 1)))
     if jax.default_backend() == "cpu":
         fit = min(fit, CPU_RUNS_PER_CALL * jax.local_device_count())
     return fit
 
 
-def effective_runs_per_call(task: Task, keys: Array, hparams: PyTree, max_runs_per_call: int | None) -> int:
+def effective_runs_per_call(task: Task, keys: Array, hparams: PyTree, max_runs_per_call: int | None,
+                            given: PyTree = None) -> int:
     """How many runs :func:`run_group` trains in one call: ``max_runs_per_call`` (default
     :func:`auto_runs_per_call`) capped at the number of runs."""
     if max_runs_per_call is not None and max_runs_per_call < 1:
         raise ValueError(f"max_runs_per_call must be >= 1, got {max_runs_per_call}")
     r = int(jnp.shape(keys)[0])
-    return min(r, max_runs_per_call if max_runs_per_call is not None else auto_runs_per_call(task, keys, hparams))
+    if max_runs_per_call is not None:
+        return min(r, max_runs_per_call)
+    return min(r, auto_runs_per_call(task, keys, hparams, given=given))
 
 
 def layout(runs_per_call: int, shard: bool = True) -> dict:
@@ -394,7 +406,7 @@ def run_group(
     shard: bool = True,
     max_chunks: int | None = None,
     max_runs_per_call: int | None = None,
-    data: PyTree | None = None,
+    given: PyTree | None = None,
 ) -> GroupResult:
     """Train R runs (``keys [R, 2]`` from :func:`mechind.core.rng.seed_keys`, ``hparams`` with
     leading axis R) to completion.
@@ -409,9 +421,8 @@ def run_group(
         consecutive slices that each run the whole schedule. Default: as many as fit in
         half of the devices' memory (:func:`auto_runs_per_call`), so a sweep never
         outgrows the memory it finds.
-      data: per-run data with leading axis R, used instead of ``task.make_data(key)``
-        (fitting arrays a user supplies; ``make_data`` still gives the data's structure
-        for the memory estimate, so it must return the same shapes).
+      given: per-run arrays with leading axis R, handed to ``task.make_data(key, given)``
+        (datasets drawn on the host, a user's arrays); ``None``: the task draws its own.
 
     Returns:
       A :class:`GroupResult`; when ``max_chunks`` stops a group early, its metrics are
@@ -421,16 +432,16 @@ def run_group(
     r = keys.shape[0]
     if chunk_steps < 1:
         raise ValueError(f"chunk_steps must be >= 1, got {chunk_steps}")
-    per_call = effective_runs_per_call(task, keys, hparams, max_runs_per_call)
+    per_call = effective_runs_per_call(task, keys, hparams, max_runs_per_call, given)
     lay = layout(per_call, shard)
     if per_call >= r:
-        return _run_call(task, keys, hparams, chunk_steps, checkpoint_dir, progress, shard, max_chunks, data, lay)
+        return _run_call(task, keys, hparams, chunk_steps, checkpoint_dir, progress, shard, max_chunks, given, lay)
     parts = []
     for lo in range(0, r, per_call):  # consecutive slices, each the whole schedule
         sl = lambda a, lo=lo: a[lo:lo + per_call]  # noqa: E731
         sub_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"slice{lo}"
         parts.append(_run_call(task, sl(keys), jax.tree.map(sl, hparams), chunk_steps, sub_dir, progress, shard,
-                               max_chunks, None if data is None else jax.tree.map(sl, data), lay))
+                               max_chunks, None if given is None else jax.tree.map(sl, given), lay))
     return _concat_results(parts)
 
 
@@ -547,13 +558,14 @@ def _close_all(hooks: list) -> None:
 
 
 def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkpoint_dir, progress: bool,
-              shard: bool, max_chunks: int | None, data: PyTree | None, lay: dict) -> GroupResult:
+              shard: bool, max_chunks: int | None, given: PyTree | None, lay: dict) -> GroupResult:
     """All of ``keys``' runs as one compiled, vmapped program (see :func:`run_group`):
     plan, data and init, resume, compile, the host loop, evaluate."""
     t0 = time.perf_counter()
     plan = plan_runs(keys.shape[0], shard)
     keys_p, hp_p = plan.place((plan.pad(keys), plan.pad(hparams)))
-    data = plan.place(jax.jit(jax.vmap(task.make_data))(keys_p) if data is None else plan.pad(data))
+    given_p = None if given is None else plan.place(plan.pad(given))
+    data = plan.place(jax.jit(jax.vmap(task.make_data))(keys_p, given_p))
     state = jax.jit(jax.vmap(task.init))(keys_p, data, hp_p)
     # (state, failed_at) is what a checkpoint holds; failed_at = -1 while a run is healthy
     carry = plan.place({"state": state, "failed_at": jnp.full((plan.total,), -1, jnp.int32),

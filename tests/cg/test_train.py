@@ -24,9 +24,9 @@ def test_a_run_does_not_depend_on_how_its_steps_are_chunked():
                         num_steps=60, hidden=(16,), batch_size=64)
     keys = rng.seed_keys([0, 1])
     a = runner.run_group(p.task(3), keys, p.hparams(), chunk_steps=30, progress=False,
-                         data={**p.data, "s": d.s[None].repeat(2, 0)})
+                         given={**p.data, "s": d.s[None].repeat(2, 0)})
     b = runner.run_group(p.task(3), keys, p.hparams(), chunk_steps=60, progress=False,
-                         data={**p.data, "s": d.s[None].repeat(2, 0)})
+                         given={**p.data, "s": d.s[None].repeat(2, 0)})
     assert not a.failed.any()
     np.testing.assert_allclose(a.metrics["corr"], b.metrics["corr"], rtol=1e-4, atol=1e-5)
 
@@ -39,7 +39,7 @@ def test_sparse_warmup_switches_the_penalty_on_at_its_step():
     # alpha is per-run data: alpha 0 and alpha 2 from step 0 are one compiled program
     p = fitting.prepare(np.stack([d.x, d.x]), np.stack([d.u, d.u]), sparse_warmup=0, **kw)
     res = runner.run_group(p.task(), rng.seed_keys([2, 2]), p.hparams([0.0, 2.0]), chunk_steps=40,
-                           progress=False, data=p.data)
+                           progress=False, given=p.data)
     base, early = (_flat(jax.tree.map(lambda a, i=i: a[i], res.state.params)) for i in (0, 1))
     late = _flat(cg.fit(rng.key(2), d.x, d.u, alpha=2.0, sparse_warmup=39, progress=False, chunk_steps=40,
                         **kw).params)

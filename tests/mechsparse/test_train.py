@@ -42,7 +42,7 @@ def test_regularisations_shape_the_graph(tiny_runs):
 def test_runs_of_a_seed_share_data_and_initialisation(tiny_runs):
     _, hp, keys = tiny_runs
     task = train.make_task(TINY)
-    d0, d1 = task.make_data(keys[0]), task.make_data(keys[2])
+    d0, d1 = task.make_data(keys[0], None), task.make_data(keys[2], None)
     np.testing.assert_array_equal(np.asarray(d0["x_train"]), np.asarray(d1["x_train"]))
     h = lambda r: jax.tree.map(lambda v: v[r], hp)  # noqa: E731
     s0, s2 = task.init(keys[0], d0, h(0)), task.init(keys[2], d1, h(2))

@@ -1,0 +1,178 @@
+"""The dataset interface every generator implements, a registry of named datasets, and
+user arrays as a dataset.
+
+A :class:`Dataset` is a frozen dataclass of its settings that draws a dataset from a key
+and a size::
+
+    ds = datasets.make("slots", num_slots=2, overlap=0.5)
+    d = ds.sample(key, 10_000)          # {"x": [N, d_x], "z": [N, ...], ...}
+
+What a draw returns, by name (only ``x`` is required; the rest where known):
+
+==============  ===============================================================
+``x``           observations ``[N, d_x]`` (or ``[N, T, d_x]`` for sequences)
+``z``           the true latents ``[N, d_z]`` (or ``[N, K, s]``, ``[N, T, d_z]``)
+``u``           int domain labels ``[N]``
+``a``           auxiliary variables ``[N, d_a]`` (e.g. actions)
+``support``     bool ``[d_x, d_z]``, the true Jacobian's support
+``graph``       ``[d_z, d_p]``, a true causal graph
+==============  ===============================================================
+
+Arrays that are the same for every sample (``support``, ``graph``) have no sample axis.
+
+``traceable`` datasets draw with ``jax`` (inside the compiled run, per run key);
+the others draw on the host with numpy (seeded from the key, :func:`numpy_seed`) and
+reach the runner as arrays, through the same route (:func:`draw`,
+``runner.run_group(..., given=...)``). ``version`` is bumped whenever the same key would
+draw different data, and experiments put it in their group keys, so results of two
+versions never mix in one results file.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any, Callable, ClassVar
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+Array = jax.Array
+
+# What :meth:`Dataset.sample` may return; anything else must be documented by the dataset.
+FIELDS = ("x", "z", "u", "a", "support", "graph")
+
+
+@dataclasses.dataclass(frozen=True)
+class Dataset:
+    """Base class of every dataset: subclass it as a frozen dataclass of the settings,
+    implement :meth:`sample`, and :func:`register` it under a name."""
+
+    name: ClassVar[str] = ""  # set by register()
+    version: ClassVar[int] = 1  # bump when the same key draws different data
+    traceable: ClassVar[bool] = True  # sample() is pure jax (False: numpy on the host)
+
+    def sample(self, key: Array, num_samples: int) -> dict:
+        """``{"x": [N, d_x], ...}`` (see the module docstring): ``num_samples`` draws."""
+        raise NotImplementedError
+
+    def describe(self) -> dict:
+        """The settings, the name and the version, for records and group keys."""
+        out = {"dataset": self.name, "dataset_version": self.version}
+        for f in dataclasses.fields(self):
+            if f.repr:
+                v = getattr(self, f.name)
+                out[f.name] = v.describe() if isinstance(v, Dataset) else v
+        return out
+
+
+_REGISTRY: dict[str, type[Dataset]] = {}
+
+
+def register(name: str) -> Callable[[type[Dataset]], type[Dataset]]:
+    """Class decorator: register a :class:`Dataset` subclass under ``name``."""
+
+    def deco(cls: type[Dataset]) -> type[Dataset]:
+        if not (isinstance(cls, type) and issubclass(cls, Dataset)):
+            raise TypeError(f"{cls!r} is not a Dataset subclass")
+        if name in _REGISTRY and _REGISTRY[name] is not cls:
+            raise ValueError(f"a dataset named {name!r} is already registered ({_REGISTRY[name].__qualname__})")
+        cls.name = name
+        _REGISTRY[name] = cls
+        return cls
+
+    return deco
+
+
+# The pipeline modules that register the built-in datasets when imported. The core imports
+# no pipeline when it is imported; a lookup in the registry imports these first.
+BUILTIN_PROVIDERS = ("mechind.data", "mechsparse.data", "cg.data", "cg.sparse_data", "cg.ivae_data")
+
+
+def _load_builtin() -> None:
+    import importlib
+
+    for module in BUILTIN_PROVIDERS:
+        importlib.import_module(module)
+
+
+def names() -> tuple[str, ...]:
+    """Every registered dataset name, sorted."""
+    _load_builtin()
+    return tuple(sorted(_REGISTRY))
+
+
+def make(name: str, **settings) -> Dataset:
+    """The dataset registered under ``name`` with ``settings`` (its dataclass fields)."""
+    _load_builtin()
+    if name not in _REGISTRY:
+        raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
+    cls = _REGISTRY[name]
+    known = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(settings) - known)
+    if unknown:
+        raise ValueError(f"dataset {name!r} has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(known))}")
+    return cls(**settings)
+
+
+def numpy_seed(key: Array) -> int:
+    """The numpy seed of a host dataset's draw: the key's low word, so that
+    ``PRNGKey(s)`` seeds ``s`` (the integer seeds the host generators always took)."""
+    k = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
+    return int(np.asarray(k).reshape(-1)[-1])
+
+
+def draw(dataset: Dataset, keys: Array, num_samples: int) -> dict:
+    """One dataset per key, stacked: every array gets a leading run axis ``[R, ...]``."""
+    keys = jnp.asarray(keys)
+    if dataset.traceable:
+        return jax.jit(jax.vmap(lambda k: dataset.sample(k, num_samples)))(keys)
+    parts = [dataset.sample(k, num_samples) for k in keys]
+    return {n: np.stack([np.asarray(p[n]) for p in parts]) for n in parts[0]}
+
+
+@register("arrays")
+@dataclasses.dataclass(frozen=True, eq=False)
+class Arrays(Dataset):
+    """The caller's own arrays as a dataset: ``x [N, d_x]`` and whatever of ``z``, ``u``,
+    ``a`` (per sample) and ``support``, ``graph`` (per dataset) is known.
+
+    ``sample(key, n)`` returns the first ``n`` samples in their order when ``n`` is all of
+    them, else ``n`` rows drawn without replacement with the key's numpy seed.
+    """
+
+    traceable: ClassVar[bool] = False
+    x: Any = dataclasses.field(repr=False, default=None)
+    z: Any = dataclasses.field(repr=False, default=None)
+    u: Any = dataclasses.field(repr=False, default=None)
+    a: Any = dataclasses.field(repr=False, default=None)
+    support: Any = dataclasses.field(repr=False, default=None)
+    graph: Any = dataclasses.field(repr=False, default=None)
+
+    def __post_init__(self):
+        if self.x is None:
+            raise ValueError("Arrays needs x [N, d_x]")
+        x = np.asarray(self.x)
+        if x.ndim < 2 or len(x) < 1:
+            raise ValueError(f"x must be [N, d_x] with N >= 1, got shape {x.shape}")
+        for n in ("z", "u", "a"):
+            v = getattr(self, n)
+            if v is not None and len(np.asarray(v)) != len(x):
+                raise ValueError(f"{n} has {len(np.asarray(v))} samples, x has {len(x)}")
+
+    def sample(self, key: Array, num_samples: int) -> dict:
+        n = len(np.asarray(self.x))
+        if not 1 <= num_samples <= n:
+            raise ValueError(f"asked for {num_samples} samples of {n} given")
+        rows = np.arange(n) if num_samples == n else \
+            np.sort(np.random.default_rng(numpy_seed(key)).choice(n, num_samples, replace=False))
+        out = {}
+        for f in FIELDS:
+            v = getattr(self, f)
+            if v is not None:
+                out[f] = np.asarray(v)[rows] if f in ("x", "z", "u", "a") else np.asarray(v)
+        return out
+
+    def describe(self) -> dict:
+        return {"dataset": self.name, "dataset_version": self.version,
+                "num_samples": len(np.asarray(self.x)), "obs_dim": int(np.asarray(self.x).shape[-1])}
