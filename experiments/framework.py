@@ -95,12 +95,22 @@ def setting(default, help: str, choices=None):  # noqa: A002 (the argparse name)
 
 def validate(config, *checks: tuple[bool, str]) -> None:
     """Raise ``ValueError`` with the message of the first failed check, after the checks
-    every config shares (``seeds``, ``steps`` and ``chunk_steps`` at least 1)."""
+    every config shares (``seeds``, ``num_steps`` and ``chunk_steps``, where present, at least 1)."""
     common = [(getattr(config, f) >= 1, f"--{f.replace('_', '-')} must be >= 1, got {getattr(config, f)}")
-              for f in ("seeds", "steps", "chunk_steps")]
+              for f in ("seeds", "num_steps", "steps", "chunk_steps") if hasattr(config, f)]
     for ok, msg in (*common, *checks):
         if not ok:
             raise ValueError(msg)
+
+
+def overrides(config, pipeline_config: type) -> dict:
+    """The settings of an experiment's ``config`` that a pipeline's config class also has,
+    by name: what the experiment overrides. A pipeline's config owns its defaults; an
+    experiment declares only the fields it sweeps or sets differently, under the pipeline's
+    own names, and builds the pipeline's config with
+    ``pipeline_config(**overrides(config, pipeline_config), **the rest)``."""
+    names = {f.name for f in dataclasses.fields(pipeline_config)}
+    return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name in names}
 
 
 @dataclasses.dataclass(frozen=True)
