@@ -3,22 +3,13 @@
 ===============  ==============================================================
 ``derivatives``  jit-compiled per-sample Jacobians, Hessians, finite differences
 ``runner``       vmapped runs: plan, compile, chunked host loop, checkpoints, NaN marking
+``training``     one training-step style: the run state, Adam with a per-run lr, minibatches, KL
+``datasets``     the dataset interface, the registry of named datasets, user arrays
 ``metrics``      MCC, SIS, R² matrices, matchings
 ``nets``         the MLP, activations, Gaussian log-density, condition number
-``rng``          keys as data and the explicit RNG tracing mode
+``rng``          keys and the explicit RNG tracing mode
 ``report``       atomic writes, JSON lines, tables, figures
 ===============  ==============================================================
 
-``mechind.derivatives``, ``mechind.metrics``, ... stay importable (the design card's
-public names): they are these very modules.
+Import them by this path (``from mechind.core import runner``): it is their only one.
 """
-
-import importlib
-
-CORE_MODULES = ("derivatives", "runner", "metrics", "nets", "rng", "report")
-
-
-def __getattr__(name):
-    if name in CORE_MODULES:
-        return importlib.import_module(f"mechind.core.{name}")
-    raise AttributeError(f"module 'mechind.core' has no attribute {name!r}")
