@@ -22,8 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 
 from experiments import framework
-from mechind.core import derivatives, report
 from mechind import criteria, graph
+from mechind.core import derivatives, report
 
 SLOTS = (2, 2)
 

@@ -26,32 +26,43 @@ import numpy as np
 
 from experiments import framework, sweep
 from experiments.framework import setting
+from mechind import criteria, train
+from mechind import data as slot_data
 from mechind.core import report
-from mechind import criteria, data as slot_data, train
 
 # bump when a record gains or changes a field, so older results are not mixed in
 RECORD_VERSION = 2
 
+_PIPELINE = train.SlotConfig()  # the pipeline's defaults, which the settings below leave alone
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Every setting of the experiment; presets are instances (validated on construction)."""
+    """Every setting of the experiment; presets are instances (validated on construction).
 
-    ks: tuple[int, ...] = setting((2, 3), "numbers of slots K")
+    ``ks``, ``lams`` and ``overlaps`` are the sweep's axes (K = ``num_slots``, ``lam`` and
+    ``overlap`` of each group); the other settings that :class:`mechind.train.SlotConfig`
+    also has (same names) override the pipeline's config (:func:`framework.overrides`);
+    the rest of it keeps the pipeline's defaults.
+    """
+
+    ks: tuple[int, ...] = setting((2, 3), "numbers of slots K (num_slots)")
     lams: tuple[float, ...] = setting((0.0, 1e-2, 1.0), "compositional-contrast weights λ")
     overlaps: tuple[float, ...] = setting((0.0, 0.25, 0.5), "Jacobian-support overlaps")
     seeds: int = setting(3, "number of seeds (data and initialisation)")
-    steps: int = setting(6_000, "training steps per run")
+    num_steps: int = setting(6_000, "training steps per run")
     num_train: int = setting(10_000, "training samples")
     num_val: int = setting(2_000, "validation samples (SIS)")
     restarts: int = setting(1, "initialisations per seed and λ on the same data; tables keep the one with the "
                                "lowest training objective")
-    layout: str = setting("chain", "chain: overlap shared with the neighbouring slot; shared: with all slots",
-                          choices=slot_data.LAYOUTS)
-    dependent: bool = setting(False, "dependent latents z ~ N(0, Σ), Σ ~ Wishart (the density should not matter)")
-    decoder: str = setting("mlp", "decoder architecture", choices=("mlp", "additive"))
-    latent_norm: str = setting("batch", "batch: latents standardized over the batch (the contrast cannot be paid "
-                                        "by inflating them); none: Brady et al.'s raw form",
-                               choices=train.LATENT_NORMS)
+    layout: str = setting(_PIPELINE.layout, "chain: overlap shared with the neighbouring slot; shared: with all "
+                                            "slots", choices=slot_data.LAYOUTS)
+    dependent: bool = setting(_PIPELINE.dependent,
+                              "dependent latents z ~ N(0, Σ), Σ ~ Wishart (the density should not matter)")
+    decoder: str = setting(_PIPELINE.decoder, "decoder architecture", choices=("mlp", "additive"))
+    latent_norm: str = setting(_PIPELINE.latent_norm, "batch: latents standardized over the batch (the contrast "
+                                                      "cannot be paid by inflating them); none: Brady et al.'s "
+                                                      "raw form", choices=train.LATENT_NORMS)
     chunk_steps: int = setting(2_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
 
     def __post_init__(self):
@@ -63,17 +74,15 @@ class Config:
 
     def slot_config(self) -> train.SlotConfig:
         """The shared :class:`mechind.train.SlotConfig` (K and overlap set per group)."""
-        return train.SlotConfig(num_train=self.num_train, num_val=self.num_val, num_steps=self.steps,
-                                layout=self.layout, dependent=self.dependent, decoder=self.decoder,
-                                latent_norm=self.latent_norm)
+        return train.SlotConfig(**framework.overrides(self, train.SlotConfig))
 
 
 PRESETS = {
     # minutes on a 2-core CPU: fewer K, overlaps, seeds and steps, a smaller validation set
     "quick": Config(),
     # Brady et al.'s protocol: 115,000 steps, batch 64, 72k/8k samples; MI paper's grid
-    "paper": Config(ks=(2, 3, 5), overlaps=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5), seeds=5, steps=115_000,
-                    num_train=72_000, num_val=8_000, chunk_steps=5_000, restarts=3),
+    "paper": Config(ks=(2, 3, 5), overlaps=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5), seeds=5, num_steps=_PIPELINE.num_steps,
+                    num_train=_PIPELINE.num_train, num_val=_PIPELINE.num_val, chunk_steps=5_000, restarts=3),
 }
 
 
@@ -89,11 +98,11 @@ def build_groups(ks, lams, overlaps, seeds, base: train.SlotConfig, restarts: in
                    "decoder": cfg.decoder, "num_train": cfg.num_train, "num_val": cfg.num_val,
                    "batch_size": cfg.batch_size, "lr": cfg.lr, "steps_cfg": cfg.num_steps,
                    "config": dataclasses.asdict(cfg), "record_version": RECORD_VERSION,
-                   "generator_version": slot_data.GENERATOR_VERSION}
+                   "generator_version": cfg.dataset.version}
             runs = [{"seed": s, "lam": lam, "restart": r} for lam in lams for s in seeds for r in range(restarts)]
             groups.append(sweep.Group(
                 key=key,
-                make_task=lambda cfg=cfg: train.make_task(cfg, with_contrast=any(l > 0 for l in lams)),
+                make_task=lambda cfg=cfg: train.make_task(cfg, with_contrast=any(lam > 0 for lam in lams)),
                 keys=sweep.seed_keys([r["seed"] for r in runs]),
                 hparams=train.hparams([r["lam"] for r in runs], [cfg.lr] * len(runs), [r["restart"] for r in runs]),
                 runs=runs,
@@ -108,12 +117,11 @@ def generator_criteria(ks, overlaps, base: train.SlotConfig, points: int = 64) -
     rows = []
     for k in ks:
         for ov in overlaps:
-            spec = base.replace(num_slots=k, overlap=ov).spec
-            d = slot_data.make_slot_data(jax.random.PRNGKey(0), k, spec.slot_dim, spec.obs_per_slot, ov,
-                                         points, layout=spec.layout, dependent=spec.dependent)
+            ds = base.replace(num_slots=k, overlap=ov).dataset
+            d = slot_data.make_slot_data(jax.random.PRNGKey(0), ds, points)
             z = d.z.reshape(points, -1)
-            res = criteria.evaluate_all(d.generator, z, spec.slot_sizes, only=names)
-            rows.append([k, ov, spec.obs_dim, f"{slot_data.realised_overlap(spec.support):.2f}",
+            res = criteria.evaluate_all(d.generator, z, ds.slot_sizes, only=names)
+            rows.append([k, ov, ds.obs_dim, f"{slot_data.realised_overlap(ds.support):.2f}",
                          *[f"{res[n].fraction():.2f}" for n in names]])
     return report.markdown_table(["K", "overlap", "d_x", "realised overlap", *names], rows)
 
@@ -184,7 +192,7 @@ def report_all(records: list[dict], c: Config, out: Path, info: dict) -> str:
     records = train.select_restarts(records, ("K", "overlap", "lam", "seed"))
     dev, base = info["device"], c.slot_config()
     header = (f"# Mechanistic independence: SIS vs Jacobian-support overlap ({info['preset']} preset)\n\n"
-              f"Preset {info['preset']}: {c.steps} steps, batch {base.batch_size}, {c.seeds} seeds, "
+              f"Preset {info['preset']}: {c.num_steps} steps, batch {base.batch_size}, {c.seeds} seeds, "
               f"{c.num_train} train / {c.num_val} validation samples, layout {c.layout}, "
               f"{'dependent (Wishart)' if c.dependent else 'independent'} latents, {c.decoder} decoder, "
               f"latents {'standardized over the batch' if c.latent_norm == 'batch' else 'raw (paper form)'}; "

@@ -34,8 +34,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechind.core import derivatives
 from mechind import graph
+from mechind.core import derivatives
 
 Array = jax.Array
 

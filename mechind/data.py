@@ -11,6 +11,12 @@ so the prescribed zeros of the Jacobian are structural (weight masks, exactly ze
 and overlap 0 gives a block-diagonal Jacobian (Type D). Weights are uniform, columns
 normalised, and the best-conditioned of several draws is kept, as in Brady et al.
 
+:class:`SlotSpec` is the dataset (:class:`mechind.core.datasets.Dataset`, registered as
+``"slots"``)::
+
+    ds = datasets.make("slots", num_slots=2, overlap=0.5)   # or SlotSpec(2, overlap=0.5)
+    d = ds.sample(key, 10_000)   # {"x": [N, d_x], "z": [N, K, s], "support": [d_x, K * s]}
+
 Everything here is a pure function of a PRNG key, so data for many seeds is generated
 inside one compiled, vmapped program.
 """
@@ -19,16 +25,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechind.core import rng
+from mechind.core import datasets, rng
 from mechind.core.nets import condition_number, leaky  # noqa: F401  (leaky: slope 0.2, Brady et al.'s)
-
-GENERATOR_VERSION = 1  # bump when a change to this module changes any drawn number
 
 Array = jax.Array
 
@@ -36,9 +40,15 @@ LAYOUTS = ("chain", "shared")
 CANDIDATES = 8  # weight draws per seed; the best-conditioned one is kept
 
 
+@datasets.register("slots")
 @dataclasses.dataclass(frozen=True)
-class SlotSpec:
-    """Shape of a slot dataset; validated on construction.
+class SlotSpec(datasets.Dataset):
+    """The slot dataset: its shape and latent law, validated on construction.
+
+    ``sample(key, n)`` returns ``x [n, d_x]``, ``z [n, K, slot_dim]`` and ``support``
+    (bool ``[d_x, K * slot_dim]``, the structural support of the mixing's Jacobian,
+    :func:`latent_mask`); the mixing weights are drawn from the same key
+    (:meth:`sample_with_mixing` returns them too).
 
     Attributes:
       num_slots: K, the number of slots (>= 1).
@@ -50,6 +60,8 @@ class SlotSpec:
         correlation matrix, instead of N(0, I).
       noise_std: std of Gaussian observation noise added to x (0: x = g(z) exactly).
     """
+
+    version: ClassVar[int] = 1  # bump when a change to this module changes any drawn number
 
     num_slots: int
     slot_dim: int = 3
@@ -106,6 +118,26 @@ class SlotSpec:
     def slot_sizes(self) -> tuple[int, ...]:
         return (self.slot_dim,) * self.num_slots
 
+    def sample_with_mixing(self, key: Array, num_samples: int) -> dict:
+        """:meth:`sample`'s arrays and the mixing weights they came from (``"mixing"``,
+        :func:`sample_mixing`): pure and vmappable."""
+        if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
+            raise ValueError(f"num_samples must be a whole number >= 1, got {num_samples!r}")
+        kg, kz, kc, kn = jax.random.split(key, 4)
+        params = sample_mixing(kg, self)
+        z = sample_latents(kz, self, num_samples, cov_key=kc)
+        x = jax.vmap(functools.partial(mix, params))(z.reshape(num_samples, -1))
+        if self.noise_std > 0:
+            x = x + self.noise_std * jax.random.normal(kn, x.shape)
+        return {"x": x, "z": z, "support": jnp.asarray(latent_mask(self)), "mixing": params}
+
+    def sample(self, key: Array, num_samples: int) -> dict:
+        """``{"x": [N, d_x], "z": [N, K, slot_dim], "support": bool [d_x, K * slot_dim]}``:
+        a mixing drawn from ``key`` and ``num_samples`` observations of it."""
+        out = self.sample_with_mixing(key, num_samples)
+        del out["mixing"]
+        return out
+
 
 def support_mask(num_slots: int, obs_per_slot: int, num_shared: int, layout: str) -> np.ndarray:
     """bool ``[d_x, K]`` support of the generator's Jacobian, by slot.
@@ -139,14 +171,13 @@ def latent_mask(spec: SlotSpec) -> np.ndarray:
     return np.repeat(spec.support, spec.slot_dim, axis=1)
 
 
-
 def _uniform_normalised(key: Array, shape: tuple[int, ...], mask: Array) -> Array:
     w = jax.random.uniform(key, shape, minval=-1.0, maxval=1.0) * mask
     return w / jnp.linalg.norm(w, axis=-2, keepdims=True)
 
 
-def sample_generator(key: Array, spec: SlotSpec) -> dict:
-    """Generator weights ``{"w1": [d, d], "w2": [d_x, d], "cond": scalar}``.
+def sample_mixing(key: Array, spec: SlotSpec) -> dict:
+    """Mixing weights ``{"w1": [d, d], "w2": [d_x, d], "cond": scalar}``.
 
     Draws CANDIDATES weight sets and keeps the one whose worst layer condition number is
     smallest (a fixed number of draws keeps this a pure, vmappable function).
@@ -165,8 +196,8 @@ def sample_generator(key: Array, spec: SlotSpec) -> dict:
     return jax.tree.map(lambda a: a[best], cands)
 
 
-def generate(params: dict, z: Array) -> Array:
-    """The generator ``g``: ``[d] -> [d_x]`` (use under vmap for batches)."""
+def mix(params: dict, z: Array) -> Array:
+    """The mixing (generator) ``g``: ``[d] -> [d_x]`` (use under vmap for batches)."""
     return leaky(params["w2"] @ leaky(params["w1"] @ z))
 
 
@@ -190,16 +221,16 @@ def correlation_factor(key: Array, d: int) -> Array:
 
 
 @dataclasses.dataclass(frozen=True)
-class SlotData:
-    """A sample of slot data.
+class SlotDraw:
+    """A drawn slot dataset with the mixing it came from (for analyses that need ``g``).
 
     Attributes:
       z: ``[N, K, slot_dim]`` latents.
       x: ``[N, d_x]`` observations, ``generator(z.reshape(N, -1))`` (+ noise if asked).
-      generator: ``[K * slot_dim] -> [d_x]``.
-      support: bool ``[d_x, K]``, the prescribed support.
-      params: the generator's weights.
-      spec: the SlotSpec it was drawn from.
+      generator: the mixing ``g``, ``[K * slot_dim] -> [d_x]``.
+      support: bool ``[d_x, K]``, the prescribed support by slot.
+      params: the mixing's weights.
+      spec: the dataset it was drawn from.
     """
 
     z: Array
@@ -210,26 +241,10 @@ class SlotData:
     spec: SlotSpec
 
 
-def sample_arrays(key: Array, spec: SlotSpec, num_samples: int) -> dict:
-    """Pure, vmappable core: ``{"z": [N, K, s], "x": [N, d_x], "gen": params}``."""
-    kg, kz, kc, kn = jax.random.split(key, 4)
-    params = sample_generator(kg, spec)
-    z = sample_latents(kz, spec, num_samples, cov_key=kc)
-    x = jax.vmap(functools.partial(generate, params))(z.reshape(num_samples, -1))
-    if spec.noise_std > 0:
-        x = x + spec.noise_std * jax.random.normal(kn, x.shape)
-    return {"z": z, "x": x, "gen": params}
-
-
-def make_slot_data(key, num_slots, slot_dim, obs_per_slot, overlap, num_samples,
-                   layout="chain", dependent=False, noise_std=0.0) -> SlotData:
-    """Draw a generator and ``num_samples`` observations from it (see module docstring)."""
-    if num_samples < 1:
-        raise ValueError(f"num_samples must be >= 1, got {num_samples}")
-    spec = SlotSpec(num_slots, slot_dim, obs_per_slot, overlap, layout, dependent, noise_std)
-    arr = jax.jit(rng.traced_in_fast_mode(sample_arrays), static_argnums=(1, 2))(key, spec, num_samples)
-    return SlotData(arr["z"], arr["x"], functools.partial(generate, arr["gen"]), spec.support,
-                    arr["gen"], spec)
+def make_slot_data(key: Array, spec: SlotSpec, num_samples: int) -> SlotDraw:
+    """``spec.sample(key, num_samples)`` (the same numbers) with its mixing as a function."""
+    arr = jax.jit(rng.traced_in_fast_mode(spec.sample_with_mixing), static_argnums=1)(key, num_samples)
+    return SlotDraw(arr["z"], arr["x"], functools.partial(mix, arr["mixing"]), spec.support, arr["mixing"], spec)
 
 
 def realised_overlap(support: np.ndarray) -> float:

@@ -21,8 +21,8 @@ import numpy as np
 import optax
 
 from mechind import data as slot_data
-from mechind.core import derivatives, metrics, rng, runner
 from mechind import losses, models
+from mechind.core import derivatives, metrics, runner, training
 
 Array = jax.Array
 
@@ -59,6 +59,8 @@ class SlotConfig:
 
     Shape-changing fields (K, overlap, layout, sizes, steps) define a compiled group;
     ``lam`` and ``lr`` are per-run data in a sweep (vmapped), defaults for a single run.
+    The data settings (``num_slots`` to ``noise_std``) are those of the dataset,
+    :attr:`dataset` (a :class:`mechind.data.SlotSpec`, registered as ``"slots"``).
     """
 
     num_slots: int = 2  # K: number of slots
@@ -89,7 +91,7 @@ class SlotConfig:
     contrast_eval_samples: int = 512  # validation samples on which C_comp is reported
 
     def __post_init__(self):
-        self.spec  # validates K, slot_dim, overlap, layout, obs_per_slot
+        self.dataset  # validates K, slot_dim, overlap, layout, obs_per_slot
         for msg in runner.whole_number_errors(self):  # before the comparisons, which 20.5 passes
             raise ValueError(msg)
         checks = [
@@ -117,7 +119,8 @@ class SlotConfig:
                 raise ValueError(msg)
 
     @property
-    def spec(self) -> slot_data.SlotSpec:
+    def dataset(self) -> slot_data.SlotSpec:
+        """The dataset these settings draw (its fields are this config's of the same names)."""
         return slot_data.SlotSpec(self.num_slots, self.slot_dim, self.obs_per_slot, self.overlap,
                                   self.layout, self.dependent, self.noise_std)
 
@@ -125,52 +128,56 @@ class SlotConfig:
         return dataclasses.replace(self, **kw)
 
 
-def schedule(lr: Array, num_steps: int, lr_drop: float):
-    """Adam step size: lr, then lr / 10 from ``lr_drop * num_steps`` on (Brady et al.)."""
-    drop_at = int(lr_drop * num_steps)
-    return lambda count: lr * jnp.where(count < drop_at, 1.0, 0.1)
-
-
-class TrainState(NamedTuple):
-    """One run's state (a pytree)."""
-
-    params: dict  # {"enc": ..., "dec": ...}
-    opt: optax.OptState
-    key: Array  # raw key data; step i draws its minibatch from fold_in(key, i)
-
-
 class Nets(NamedTuple):
-    """The encoder and decoder modules of a config (static: no arrays)."""
+    """The static parts of a config's runs, built once per task (no arrays): the encoder
+    and decoder modules and the optimizer (Adam; the learning rate is each run's
+    ``HParams.lr``, injected by :func:`init_state`)."""
 
     enc: Any
     dec: Any
+    tx: optax.GradientTransformation
 
 
 def make_nets(config: SlotConfig) -> Nets:
-    spec = config.spec
-    return Nets(*models.make_models(spec.obs_dim, spec.num_slots, spec.slot_dim, config.hidden, config.decoder,
-                                    config.init))
+    """The networks of ``config`` and its Adam: lr, then lr / 10 from ``lr_drop * num_steps``
+    on (Brady et al.)."""
+    ds = config.dataset
+    enc, dec = models.make_models(ds.obs_dim, ds.num_slots, ds.slot_dim, config.hidden, config.decoder, config.init)
+    return Nets(enc, dec, training.adam(drop_at=int(config.lr_drop * config.num_steps)))
 
 
-def optimizer(config: SlotConfig, hp: "HParams") -> optax.GradientTransformation:
-    return optax.adam(schedule(hp.lr, config.num_steps, config.lr_drop))
+def make_data(config: SlotConfig, key: Array, given: dict | None = None) -> dict:
+    """``x_train [N, d_x]``, ``x_val [M, d_x]``, ``z_val [M, K, s]`` of one run: the first
+    ``num_train`` samples train, the next ``num_val`` validate.
+
+    ``given``: the run's arrays (``{"x": [N + M, d_x], "z": [N + M, K, s] or [N + M, K * s]}``,
+    e.g. a host-drawn dataset or a user's :class:`mechind.core.datasets.Arrays`); ``None``:
+    :attr:`SlotConfig.dataset` drawn from ``fold_in(key, 0)``.
+    """
+    n, m = config.num_train, config.num_val
+    ds = config.dataset
+    if given is None:
+        given = ds.sample(jax.random.fold_in(key, 0), n + m)
+    if "z" not in given:
+        raise ValueError("the slot pipeline needs the true latents z of its data (SIS is scored against them)")
+    x, z = given["x"], given["z"]
+    if x.shape != (n + m, ds.obs_dim) or z.size != (n + m) * ds.latent_dim:
+        raise ValueError(f"data of shapes x {tuple(x.shape)}, z {tuple(z.shape)} do not fit the config: it needs "
+                         f"x [{n + m}, {ds.obs_dim}] (num_train + num_val samples) and z [{n + m}, "
+                         f"{ds.num_slots}, {ds.slot_dim}]")
+    z = z.reshape(n + m, ds.num_slots, ds.slot_dim)
+    return {"x_train": x[:n], "x_val": x[n:], "z_val": z[n:]}
 
 
-def make_data(config: SlotConfig, key: Array) -> dict:
-    """``x_train [N, d_x]``, ``x_val [M, d_x]``, ``z_val [M, K, s]`` of one seed."""
-    n = config.num_train
-    arr = slot_data.sample_arrays(jax.random.fold_in(key, 0), config.spec, n + config.num_val)
-    return {"x_train": arr["x"][:n], "x_val": arr["x"][n:], "z_val": arr["z"][n:]}
-
-
-def init_state(config: SlotConfig, nets: Nets, key: Array, data: dict, hp: "HParams") -> TrainState:
-    """Initial weights (restart r > 0: another initialisation on the same data and batches)."""
-    spec = config.spec
+def init_state(config: SlotConfig, nets: Nets, key: Array, data: dict, hp: "HParams") -> training.TrainState:
+    """Initial weights (restart r > 0: another initialisation on the same data and batches),
+    ``nets.tx``'s state with ``hp.lr`` injected, and the run's step key."""
+    ds = config.dataset
     k_init = jax.random.fold_in(key, 1)
     if hp.restart is not None:
         k_init = jnp.where(hp.restart > 0, jax.random.fold_in(k_init, hp.restart), k_init)
-    params = models.init_autoencoder(k_init, nets.enc, nets.dec, spec.obs_dim, spec.latent_dim)
-    return TrainState(params, optimizer(config, hp).init(params), rng.to_data(jax.random.fold_in(key, 2)))
+    params = models.init_autoencoder(k_init, nets.enc, nets.dec, ds.obs_dim, ds.latent_dim)
+    return training.init_state(nets.tx, params, hp.lr, jax.random.fold_in(key, 2))
 
 
 def loss(config: SlotConfig, nets: Nets, params: dict, x: Array, lam: Array,
@@ -182,29 +189,28 @@ def loss(config: SlotConfig, nets: Nets, params: dict, x: Array, lam: Array,
     rec = losses.mse(x, decode(z_hat))
     if not with_contrast:
         return rec, (rec, jnp.zeros(()))
-    cc = losses.decoder_contrast(decode, z_hat, config.spec.slot_sizes)
+    cc = losses.decoder_contrast(decode, z_hat, config.dataset.slot_sizes)
     return rec + lam * cc, (rec, cc)
 
 
-def train_step(config: SlotConfig, nets: Nets, with_contrast: bool, state: TrainState, data: dict,
-               hp: "HParams", i: Array) -> tuple[TrainState, Array]:
-    """One Adam step on a minibatch drawn from ``fold_in(key, i)``; lambda ramps up over
-    ``lam_warmup`` of training."""
-    idx = jax.random.randint(jax.random.fold_in(rng.from_data(state.key), i), (config.batch_size,), 0,
-                             config.num_train)
+def train_step(config: SlotConfig, nets: Nets, with_contrast: bool, state: training.TrainState, data: dict,
+               hp: "HParams", i: Array) -> tuple[training.TrainState, Array]:
+    """One Adam step on a minibatch drawn from step ``i``'s key (no noise: the key is not
+    split); lambda ramps up over ``lam_warmup`` of training."""
+    batch = training.minibatch(training.step_key(state.key, i), data, ("x_train",), config.batch_size,
+                               config.num_train)
     lam = lam_ramp(hp.lam, i, config.num_steps, config.lam_warmup)
     (value, _), grads = jax.value_and_grad(loss, argnums=2, has_aux=True)(
-        config, nets, state.params, data["x_train"][idx], lam, with_contrast)
-    updates, opt = optimizer(config, hp).update(grads, state.opt, state.params)
-    return TrainState(optax.apply_updates(state.params, updates), opt, state.key), value
+        config, nets, state.params, batch["x_train"], lam, with_contrast)
+    return training.apply_gradients(nets.tx, state, grads), value
 
 
-def evaluate(config: SlotConfig, nets: Nets, state: TrainState, data: dict, hp: "HParams") -> dict:
+def evaluate(config: SlotConfig, nets: Nets, state: training.TrainState, data: dict, hp: "HParams") -> dict:
     """Held-out metrics of one run: SIS's R² matrix, reconstruction, the contrast read three
     ways, the latent scale, and the training objective (what restarts are selected by)."""
-    spec = config.spec
+    ds = config.dataset
     n_train, n_val = config.num_train, config.num_val
-    sizes = spec.slot_sizes
+    sizes = ds.slot_sizes
     p = state.params
     x = data["x_val"]
     z_hat = encode(config, nets.enc, p, x, data["x_train"][:min(config.norm_ref, n_train)])
@@ -220,7 +226,7 @@ def evaluate(config: SlotConfig, nets: Nets, state: TrainState, data: dict, hp: 
     objective = losses.mse(x_ref, nets.dec.apply({"params": p["dec"]}, z_ref)) + hp.lam * \
         losses.decoder_contrast(decode, z_ref[:m], sizes)
     return {
-        "sis_r2": metrics.sis_r2_matrix(data["z_val"], z_hat.reshape(n_val, spec.num_slots, spec.slot_dim),
+        "sis_r2": metrics.sis_r2_matrix(data["z_val"], z_hat.reshape(n_val, ds.num_slots, ds.slot_dim),
                                         fit_frac=config.sis_fit_frac),
         "recon_r2": 1.0 - ss_res / ss_tot,
         "val_mse": losses.mse(x, x_hat),
@@ -235,16 +241,16 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
 
     ``with_contrast`` (default: ``config.lam > 0``) is static: a group without it never
     computes the decoder Jacobian; a group with it vmaps any lambda >= 0.
-    Per-run hparams: :class:`HParams` (``lam``, ``lr``, optionally ``restart``).
+    Per-run hparams: :class:`HParams` (``lam``, ``lr``, optionally ``restart``). Data: drawn
+    from each run's key, or the runs' ``given`` arrays (:func:`make_data`).
     """
     if with_contrast is None:
         with_contrast = config.lam > 0
-    spec = config.spec
-    nets = make_nets(config)
-    name = f"K={spec.num_slots} overlap={spec.overlap:g}" + (" +C_comp" if with_contrast else "")
+    nets = make_nets(config)  # the modules and the optimizer, once
+    name = f"K={config.num_slots} overlap={config.overlap:g}" + (" +C_comp" if with_contrast else "")
     n_fit = int(round(config.sis_fit_frac * config.num_val))
     return runner.Task(
-        make_data=lambda key, given: make_data(config, key),
+        make_data=lambda key, given: make_data(config, key, given),
         init=lambda key, data, hp: init_state(config, nets, key, data, hp),
         step=lambda state, data, hp, i: train_step(config, nets, with_contrast, state, data, hp, i),
         evaluate=lambda state, data, hp: evaluate(config, nets, state, data, hp),
@@ -279,7 +285,7 @@ class HParams(NamedTuple):
     sweep, vmapped by the runner)."""
 
     lam: Array  # compositional-contrast weight
-    lr: Array  # Adam step size
+    lr: Array  # Adam step size (injected into the optimizer's state by init_state)
     restart: Array | None = None  # int; r > 0: another initialisation on the same data and batches
 
 

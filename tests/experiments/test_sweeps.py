@@ -8,62 +8,6 @@ from experiments import mechind_overlap, sweep
 from mechind.core import report
 
 
-def test_mechind_overlap_end_to_end_and_resume(tmp_path):
-    args = ["--preset", "quick", "--ks", "2", "--overlaps", "0", "0.5", "--lams", "0", "1", "--seeds", "2",
-            "--steps", "30", "--chunk-steps", "15", "--no-progress", "--out", str(tmp_path)]
-    out = mechind_overlap.main(args)
-    recs = report.read_jsonl(tmp_path / "results.jsonl")
-    assert len(recs) == 2 * 2 * 2  # overlaps x lambdas x seeds
-    for r in recs:
-        assert {"sis", "c_comp", "recon_r2", "train_s", "device", "seed", "lam", "K", "overlap", "failed"} <= set(r)
-        assert r["steps"] == 30 and r["device"]["backend"] == "cpu"
-        # the run layout has a name of its own: the data's "layout" (a setting) is kept
-        assert r["layout"] == "chain" and r["run_layout"]["runs_per_call"] == 4
-    for f in ("table.md", "table.csv", "criteria.md", "sis_vs_overlap.png"):
-        assert (tmp_path / f).stat().st_size > 0
-    assert "| K | lam | overlap 0.0 | overlap 0.5 |" in out["markdown"]
-    # a second invocation finds every group done and trains nothing
-    mechind_overlap.main(args)
-    assert len(report.read_jsonl(tmp_path / "results.jsonl")) == 8
-    # the table is rebuilt from the JSON lines alone
-    mechind_overlap.main(args + ["--report-only"])
-    for f in ("sis_vs_contrast.png",):
-        assert (tmp_path / f).stat().st_size > 0
-    assert all({"contrast_share", "c_comp_std", "latent_scale", "slot_scale"} <= set(r) for r in recs)
-
-    # a crash in the middle of an append leaves a cut last line: the next run warns,
-    # redoes that group's runs and ends with the identical table
-    path = tmp_path / "results.jsonl"
-    lines = path.read_text().splitlines(keepends=True)
-    path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
-    with pytest.warns(UserWarning, match="cut short"):
-        again = mechind_overlap.main(args)
-    tables = lambda md: md[md.index("SIS (mean"):]  # noqa: E731  (the header holds wall times)
-    assert tables(again["markdown"]) == tables(out["markdown"])
-    assert len(report.unique_records(report.read_jsonl(path))) == 8
-
-    # a changed setting outside the old hand-written key (here the latent normalisation's
-    # reference size) is a different group: nothing is reused
-    base = mechind_overlap.build_groups([2], [0.0], [0.0], [0], mechind_overlap.train.SlotConfig(num_steps=30))
-    other = mechind_overlap.build_groups([2], [0.0], [0.0], [0],
-                                         mechind_overlap.train.SlotConfig(num_steps=30, norm_ref=4096))
-    assert base[0].id != other[0].id
-
-
-@pytest.mark.slow  # restart keys and selection are unit-tested in tests/mechind/test_train.py
-def test_mechind_overlap_restarts_train_all_and_report_the_best(tmp_path):
-    args = ["--preset", "quick", "--ks", "2", "--overlaps", "0", "--lams", "1", "--seeds", "2", "--restarts", "2",
-            "--steps", "30", "--no-progress", "--out", str(tmp_path)]
-    out = mechind_overlap.main(args)
-    recs = report.read_jsonl(tmp_path / "results.jsonl")
-    assert sorted((r["seed"], r["restart"]) for r in recs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
-    best = mechind_overlap.train.select_restarts(out["records"], ("K", "overlap", "lam", "seed"))
-    assert len(best) == 2 and "Best of 2 initialisations" in out["markdown"]
-    for chosen in best:
-        same = [r for r in recs if r["seed"] == chosen["seed"]]
-        assert chosen["objective"] == min(r["objective"] for r in same)
-
-
 def test_group_labels_name_what_differs():
     base = mechind_overlap.train.SlotConfig(num_steps=30)
     groups = mechind_overlap.build_groups([2, 3], [0.0], [0.0, 0.5], [0], base)
@@ -83,13 +27,6 @@ def test_read_jsonl_raises_on_corruption_inside_the_file(tmp_path):
     assert report.read_jsonl(path) == [{"a": 1}, {"a": 3}]
     assert report.unique_records([{"run_id": "x", "v": 1}, {"run_id": "y"}, {"run_id": "x", "v": 2}]) == \
         [{"run_id": "x", "v": 2}, {"run_id": "y"}]
-
-
-def test_bad_cli_values_fail_before_compiling(tmp_path):
-    for bad in (["--ks", "0"], ["--overlaps", "1.2"], ["--lams", "-1"], ["--seeds", "0"]):
-        with pytest.raises(SystemExit):
-            mechind_overlap.main(["--out", str(tmp_path), "--no-progress"] + bad)
-    assert not (tmp_path / "results.jsonl").exists()
 
 
 def test_paired_differences_and_wilcoxon_closed_form():

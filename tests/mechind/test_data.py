@@ -3,14 +3,14 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mechind.core import derivatives
 from mechind import criteria, data, graph
+from mechind.core import datasets, derivatives
 
 
 @pytest.mark.parametrize("layout, k, overlap", [("chain", 2, 0.0), ("chain", 3, 0.25), ("chain", 5, 0.5),
                                                  ("shared", 3, 0.2), ("shared", 2, 0.5)])
 def test_realised_support_is_exactly_the_prescribed_one(layout, k, overlap):
-    d = data.make_slot_data(jax.random.PRNGKey(k), k, 3, 20, overlap, 64, layout=layout)
+    d = data.make_slot_data(jax.random.PRNGKey(k), data.SlotSpec(k, 3, 20, overlap, layout=layout), 64)
     jac = derivatives.jacobian(d.generator, d.z.reshape(64, -1))
     by_slot = np.asarray(criteria.slot_supports(jac, d.spec.slot_sizes, graph.DEFAULT_TOL))  # [B, K, d_x]
     realised = by_slot.any(axis=0).T  # rows any point moves, per slot
@@ -35,14 +35,14 @@ def test_chain_overlap_counts():
 
 def test_overlap_zero_is_type_d_and_positive_is_not():
     for ov, expect_d in [(0.0, True), (0.2, False)]:
-        d = data.make_slot_data(jax.random.PRNGKey(0), 3, 3, 20, ov, 32)
+        d = data.make_slot_data(jax.random.PRNGKey(0), data.SlotSpec(3, 3, 20, ov), 32)
         res = criteria.evaluate_all(d.generator, d.z.reshape(32, -1), d.spec.slot_sizes, only=("type_d", "type_m"))
         assert res["type_d"].fraction() == float(expect_d)
         assert res["type_m"].fraction() == 1.0  # chain with overlap < 1 never nests supports
 
 
 def test_generator_is_injective_and_well_conditioned():
-    d = data.make_slot_data(jax.random.PRNGKey(1), 3, 3, 20, 0.5, 256)
+    d = data.make_slot_data(jax.random.PRNGKey(1), data.SlotSpec(3, 3, 20, 0.5), 256)
     jac = derivatives.jacobian(d.generator, d.z.reshape(256, -1))
     sv = jnp.linalg.svd(jac, compute_uv=False)
     assert float(sv[:, -1].min()) > 0  # full column rank at every point
@@ -50,8 +50,8 @@ def test_generator_is_injective_and_well_conditioned():
 
 
 def test_dependent_latents_are_correlated_and_standardised():
-    ind = data.make_slot_data(jax.random.PRNGKey(2), 2, 3, 20, 0.0, 20000)
-    dep = data.make_slot_data(jax.random.PRNGKey(2), 2, 3, 20, 0.0, 20000, dependent=True)
+    ind = data.make_slot_data(jax.random.PRNGKey(2), data.SlotSpec(2, 3, 20, 0.0), 20000)
+    dep = data.make_slot_data(jax.random.PRNGKey(2), data.SlotSpec(2, 3, 20, 0.0, dependent=True), 20000)
     c_ind = np.corrcoef(np.asarray(ind.z.reshape(20000, -1)).T)
     c_dep = np.corrcoef(np.asarray(dep.z.reshape(20000, -1)).T)
     off = ~np.eye(6, dtype=bool)
@@ -60,16 +60,16 @@ def test_dependent_latents_are_correlated_and_standardised():
 
 
 def test_seed_determinism_and_difference():
-    a = data.make_slot_data(jax.random.PRNGKey(3), 2, 3, 20, 0.1, 100)
-    b = data.make_slot_data(jax.random.PRNGKey(3), 2, 3, 20, 0.1, 100)
-    c = data.make_slot_data(jax.random.PRNGKey(4), 2, 3, 20, 0.1, 100)
+    a = data.make_slot_data(jax.random.PRNGKey(3), data.SlotSpec(2, 3, 20, 0.1), 100)
+    b = data.make_slot_data(jax.random.PRNGKey(3), data.SlotSpec(2, 3, 20, 0.1), 100)
+    c = data.make_slot_data(jax.random.PRNGKey(4), data.SlotSpec(2, 3, 20, 0.1), 100)
     np.testing.assert_array_equal(a.x, b.x)
     assert not np.allclose(a.x, c.x)
 
 
 def test_noise_is_explicit():
-    clean = data.make_slot_data(jax.random.PRNGKey(5), 2, 3, 20, 0.0, 500)
-    noisy = data.make_slot_data(jax.random.PRNGKey(5), 2, 3, 20, 0.0, 500, noise_std=0.1)
+    clean = data.make_slot_data(jax.random.PRNGKey(5), data.SlotSpec(2, 3, 20, 0.0), 500)
+    noisy = data.make_slot_data(jax.random.PRNGKey(5), data.SlotSpec(2, 3, 20, 0.0, noise_std=0.1), 500)
     resid = np.asarray(noisy.x - clean.x)
     assert 0.08 < resid.std() < 0.12
 
@@ -89,3 +89,43 @@ def test_bad_spec(kw, match):
     args.update(kw)
     with pytest.raises(ValueError, match=match):
         data.SlotSpec(**args)
+
+
+def test_slots_is_a_registered_dataset_whose_draw_is_the_mixing_of_its_latents():
+    """``datasets.make("slots", ...)`` is a SlotSpec; ``sample`` returns x, z and the
+    latent-level support, with x the mixing (written out here in numpy) of z, and the same
+    numbers as the draw that also returns the mixing."""
+    ds = datasets.make("slots", num_slots=2, overlap=0.25)
+    assert isinstance(ds, data.SlotSpec) and ds == data.SlotSpec(2, overlap=0.25)
+    assert "slots" in datasets.names() and ds.name == "slots" and ds.traceable and ds.version == 1
+    assert ds.describe() == {"dataset": "slots", "dataset_version": 1, "num_slots": 2, "slot_dim": 3,
+                             "obs_per_slot": 20, "overlap": 0.25, "layout": "chain", "dependent": False,
+                             "noise_std": 0.0}
+    key = jax.random.PRNGKey(11)
+    d = ds.sample(key, 50)
+    assert set(d) == {"x", "z", "support"}
+    assert d["x"].shape == (50, ds.obs_dim) == (50, 35) and d["z"].shape == (50, 2, 3)
+    np.testing.assert_array_equal(d["support"], np.repeat(ds.support, 3, axis=1))
+    w = ds.sample_with_mixing(key, 50)["mixing"]
+    w1, w2 = np.asarray(w["w1"], np.float64), np.asarray(w["w2"], np.float64)
+    leaky = lambda a: np.where(a > 0, a, 0.2 * a)  # noqa: E731
+    x = leaky(leaky(np.asarray(d["z"], np.float64).reshape(50, 6) @ w1.T) @ w2.T)
+    np.testing.assert_allclose(d["x"], x, rtol=1e-5, atol=1e-6)
+    # zeros of the mixing weights are exactly the prescribed structure
+    np.testing.assert_array_equal(w2 != 0, d["support"])
+    np.testing.assert_array_equal(w1 != 0, np.kron(np.eye(2), np.ones((3, 3))) > 0)
+    drawn = data.make_slot_data(key, ds, 50)
+    np.testing.assert_array_equal(drawn.x, d["x"])
+    np.testing.assert_array_equal(drawn.z, d["z"])
+    np.testing.assert_array_equal(drawn.x, jax.vmap(drawn.generator)(drawn.z.reshape(50, -1)))
+
+
+def test_draw_stacks_one_dataset_per_key():
+    ds = data.SlotSpec(2, obs_per_slot=6)
+    keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
+    both = datasets.draw(ds, keys, 20)
+    assert both["x"].shape == (2, 20, ds.obs_dim) and both["support"].shape == (2, ds.obs_dim, 6)
+    for i in range(2):
+        np.testing.assert_allclose(both["x"][i], ds.sample(keys[i], 20)["x"], rtol=1e-6)
+    with pytest.raises(ValueError, match="num_samples"):
+        ds.sample(keys[0], 0)

@@ -7,10 +7,11 @@ import textwrap
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
-from mechind.core import metrics, rng, runner
 from mechind import losses, models, train
+from mechind.core import datasets, metrics, rng, runner, training
 
 SMALL = train.SlotConfig(num_slots=2, overlap=0.0, hidden=(16, 16), num_train=512, num_val=100,
                          num_steps=40, batch_size=32)
@@ -218,15 +219,70 @@ def test_loss_is_testable_alone():
     decoder at the encoded batch (computed here independently from the nets)."""
     cfg = train.SlotConfig(num_slots=2, hidden=(8,), latent_norm="none")
     nets = train.make_nets(cfg)
-    params = models.init_autoencoder(jax.random.PRNGKey(0), nets.enc, nets.dec, cfg.spec.obs_dim,
-                                     cfg.spec.latent_dim)
-    x = jax.random.normal(jax.random.PRNGKey(1), (5, cfg.spec.obs_dim))
+    params = models.init_autoencoder(jax.random.PRNGKey(0), nets.enc, nets.dec, cfg.dataset.obs_dim,
+                                     cfg.dataset.latent_dim)
+    x = jax.random.normal(jax.random.PRNGKey(1), (5, cfg.dataset.obs_dim))
     z = nets.enc.apply({"params": params["enc"]}, x)
     decode = lambda v: nets.dec.apply({"params": params["dec"]}, v)  # noqa: E731
     mse = float(jnp.mean((x - decode(z)) ** 2))
     value, (rec, cc) = train.loss(cfg, nets, params, x, 0.5, with_contrast=False)
     assert float(value) == pytest.approx(mse, rel=1e-5) and float(cc) == 0.0
     value, (rec, cc) = train.loss(cfg, nets, params, x, 0.5, with_contrast=True)
-    expected_cc = float(losses.decoder_contrast(decode, z, cfg.spec.slot_sizes))
+    expected_cc = float(losses.decoder_contrast(decode, z, cfg.dataset.slot_sizes))
     assert float(cc) == pytest.approx(expected_cc, rel=1e-5)
     assert float(value) == pytest.approx(mse + 0.5 * expected_cc, rel=1e-5)
+
+
+TINY = train.SlotConfig(num_slots=2, hidden=(8,), num_train=64, num_val=20, num_steps=10, batch_size=8,
+                        lr_drop=0.3, contrast_eval_samples=8)
+
+
+def test_make_data_draws_the_dataset_or_takes_the_given_arrays():
+    """The task's one data route: the dataset drawn from ``fold_in(key, 0)``, or the same
+    arrays given (z flat or by slot) give the same training data; misfitting arrays are refused."""
+    key = rng.key(4)
+    drawn = train.make_data(TINY, key)
+    d = TINY.dataset.sample(jax.random.fold_in(key, 0), 84)
+    np.testing.assert_array_equal(drawn["x_train"], d["x"][:64])
+    np.testing.assert_array_equal(drawn["x_val"], d["x"][64:])
+    np.testing.assert_array_equal(drawn["z_val"], d["z"][64:])
+    given = train.make_data(TINY, rng.key(99), {"x": d["x"], "z": d["z"].reshape(84, 6)})
+    jax.tree.map(np.testing.assert_array_equal, given, drawn)
+    with pytest.raises(ValueError, match="do not fit the config"):
+        train.make_data(TINY, key, {"x": d["x"][:80], "z": d["z"][:80]})
+    with pytest.raises(ValueError, match="true latents"):
+        train.make_data(TINY, key, {"x": d["x"]})
+
+
+def test_given_arrays_through_the_runner_train_as_drawn_ones():
+    task = train.make_task(TINY, with_contrast=True)
+    keys = rng.seed_keys([0, 1])
+    hp = train.hparams([1.0, 1.0], [TINY.lr] * 2)
+    drawn = runner.run_group(task, keys, hp, chunk_steps=10, progress=False)
+    given = datasets.draw(TINY.dataset, jax.vmap(lambda k: jax.random.fold_in(k, 0))(keys), 84)
+    res = runner.run_group(task, keys, hp, chunk_steps=10, progress=False, given=given)
+    np.testing.assert_array_equal(res.final_loss, drawn.final_loss)
+
+
+def test_train_step_is_adam_with_a_dropped_lr_on_a_fold_in_minibatch():
+    """Written out independently: the minibatch indices from ``randint(fold_in(key, i))``
+    and ``optax.adam`` with lr, then lr / 10 from ``int(lr_drop * num_steps)`` (= 3) on;
+    the pipeline's step (its Adam built once, the lr injected) gives the same bits."""
+    nets = train.make_nets(TINY)
+    data = train.make_data(TINY, rng.key(0))
+    hp = train.HParams(jnp.float32(0.5), jnp.float32(3e-3))
+    state = train.init_state(TINY, nets, rng.key(0), data, hp)
+    assert float(training.learning_rate(state)) == pytest.approx(3e-3)
+    np.testing.assert_array_equal(state.key, jax.random.fold_in(rng.key(0), 2))
+    tx = optax.adam(lambda c: hp.lr * jnp.where(c < 3, 1.0, 0.1))
+    params, opt = state.params, tx.init(state.params)
+    step = jax.jit(lambda s, i: train.train_step(TINY, nets, True, s, data, hp, i))
+    for i in range(5):
+        state, value = step(state, jnp.int32(i))
+        idx = jax.random.randint(jax.random.fold_in(jax.random.fold_in(rng.key(0), 2), i), (8,), 0, 64)
+        want, grads = jax.value_and_grad(lambda p: train.loss(TINY, nets, p, data["x_train"][idx], hp.lam, True)[0])(
+            params)
+        updates, opt = tx.update(grads, opt, params)
+        params = optax.apply_updates(params, updates)
+        np.testing.assert_allclose(value, want, rtol=1e-6)
+        jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), state.params, params)
