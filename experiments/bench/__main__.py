@@ -12,7 +12,8 @@ import argparse
 import time
 from pathlib import Path
 
-from experiments.bench import common, derivatives, seeds, slice as slice_bench, step
+from experiments.bench import common, derivatives, seeds, step
+from experiments.bench import slice as slice_bench
 from mechind.core import report
 
 
@@ -36,9 +37,11 @@ def main(argv=None) -> Path:
     lines.append("Training step, slot autoencoder (K = %d, batch 64, Brady et al.'s MLPs):\n" % stp["steps"][0]["K"])
     lines.append(report.markdown_table(
         ["λ", "JAX ms/step", "PyTorch ms/step", "speed-up"],
-        [[r["lam"], f"{r['jax_step_ms']:.3f}", f"{r['torch_step_ms']:.2f}", f"{r['speedup']:.1f}x"] for r in stp["steps"]]))
+        [[r["lam"], f"{r['jax_step_ms']:.3f}", f"{r['torch_step_ms']:.2f}", f"{r['speedup']:.1f}x"]
+         for r in stp["steps"]]))
     w = stp["whole_run"]
-    lines.append(f"\nWhole run ({w['steps']} steps, λ = {w['lam']:g}, identical data): JAX {w['jax_one_run_train_s']:.1f}s "
+    lines.append(f"\nWhole run ({w['steps']} steps, λ = {w['lam']:g}, identical data): "
+                 f"JAX {w['jax_one_run_train_s']:.1f}s "
                  f"(+{w['jax_one_run_compile_s']:.1f}s compile), PyTorch {w['torch_one_run_train_s']:.1f}s; "
                  f"{w['seeds']} seeds vmapped {w['jax_all_seeds_vmapped_train_s']:.1f}s vs sequential PyTorch "
                  f"{w['torch_all_seeds_sequential_s']:.1f}s. Fidelity: SIS JAX {w['jax_sis_mean']:.3f} ± "
@@ -58,10 +61,12 @@ def main(argv=None) -> Path:
          for r in sd["rows"]]))
     lines.append("\nExperiment slice (15 runs: 3 λ x 5 seeds, 72k/8k samples):\n")
     lines.append(report.markdown_table(
-        ["K", "compile s", "steps", "train s", "ms/step (15 runs)", "eval s (SIS, 8k)", "paper slice (min, extrapolated)"],
+        ["K", "compile s", "steps", "train s", "ms/step (15 runs)", "eval s (SIS, 8k)",
+         "paper slice (min, extrapolated)"],
         [[r["K"], f"{r['compile_s']:.1f}", r["steps"], f"{r['train_s']:.1f}", f"{r['group_step_ms']:.2f}",
           f"{r['eval_s']:.1f}", f"{r['paper_slice_total_s'] / 60:.1f}"] for r in sl["rows"]]))
-    lines.append(f"\nPaper grid on this device, extrapolated: {sl['paper_grid_extrapolated_s'] / 3600:.2f} h ({sl['note']}).\n")
+    lines.append(f"\nPaper grid on this device, extrapolated: {sl['paper_grid_extrapolated_s'] / 3600:.2f} h "
+                 f"({sl['note']}).\n")
     path = report.write_atomic(Path(args.out) / "summary.md", "\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {path}")

@@ -11,9 +11,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench import common, torch_reference
-from mechind.core import derivatives
+from experiments.bench import common, torch_port
 from mechind import models
+from mechind.core import derivatives
 
 SIZES = ((6, 80, 40), (15, 80, 100), (15, 256, 200))  # (d_z, hidden, d_x)
 
@@ -29,7 +29,7 @@ def run(batch: int = 256, repeats: int = 5, sizes=SIZES) -> list[dict]:
         z = jax.random.normal(jax.random.PRNGKey(1), (batch, d_z))
         jac = jax.jit(lambda z: derivatives.jacobian(fn, z, mode="fwd"))
         hes = jax.jit(lambda z: derivatives.hessian(fn, z))
-        _, tjac, thes = torch_reference.jacobian_fn(d_x, d_z, (h, h))
+        _, tjac, thes = torch_port.jacobian_fn(d_x, d_z, (h, h))
         zt = torch.as_tensor(np.asarray(z))
         for what, jf, tf in (("jacobian", jac, tjac), ("hessian", hes, thes)):
             tj = common.median_time(lambda: common.block(jf(z)), repeats)

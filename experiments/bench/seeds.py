@@ -17,8 +17,8 @@ import jax
 import jax.numpy as jnp
 
 from experiments.bench import common
-from mechind.core import rng, runner
 from mechind import train
+from mechind.core import rng, runner
 
 
 def runner_train_s(k: int, s: int, steps: int, lam: float = 1.0) -> float:
@@ -36,7 +36,7 @@ def time_runs(k: int, s: int, steps: int, repeats: int, lam: float = 1.0) -> flo
     task = train.make_task(cfg, with_contrast=lam > 0)
     keys = rng.seed_keys(range(s))
     hp = train.hparams([lam] * s, [cfg.lr] * s)
-    data = jax.jit(jax.vmap(task.make_data))(keys)
+    data = jax.jit(jax.vmap(task.make_data, (0, None)))(keys, None)  # the task draws its own
     state = jax.jit(jax.vmap(task.init))(keys, data, hp)
     fn = jax.jit(jax.vmap(lambda st, d, h: runner.scan_steps(task, st, d, h, jnp.int32(0), steps)))
     common.block(fn(state, data, hp))

@@ -14,8 +14,8 @@ from __future__ import annotations
 import argparse
 
 from experiments.bench import common
-from mechind.core import rng, runner
 from mechind import train
+from mechind.core import rng, runner
 
 PAPER_STEPS = 115_000
 OVERLAPS = 6
@@ -26,7 +26,7 @@ def slice_time(k: int, steps: int, seeds: int = 5, lams=(0.0, 1e-2, 1.0)) -> dic
     task = train.make_task(cfg, with_contrast=True)
     runs = len(lams) * seeds
     keys = rng.seed_keys(list(range(seeds)) * len(lams))
-    hp = train.hparams([l for l in lams for _ in range(seeds)], [cfg.lr] * runs)
+    hp = train.hparams([lam for lam in lams for _ in range(seeds)], [cfg.lr] * runs)
     res = runner.run_group(task, keys, hp, chunk_steps=steps, progress=False)
     per_step = res.train_s / steps
     return {"K": k, "runs": runs, "steps": steps, "compile_s": res.compile_s, "train_s": res.train_s,

@@ -1,10 +1,11 @@
-"""Benchmark: one training step (lambda = 0 and 1) and a whole run, JAX vs the PyTorch
-reference, on identical data; plus the fidelity check that both reach the same SIS.
+"""Benchmark: one training step (lambda = 0 and 1) and a whole run, JAX vs our PyTorch
+port (:mod:`experiments.bench.torch_port`), on identical data; plus the fidelity check
+that both reach the same SIS.
 
     python -m experiments.bench.step [--K 2] [--run-steps 3000] [--seeds 3] [--out results/bench]
 
 JAX per-step time is a jitted ``lax.scan`` over ``--scan-steps`` steps divided by that
-number (one run, no vmap); the reference's is its eager Python loop.
+number (one run, no vmap); the port's is its eager Python loop.
 """
 
 from __future__ import annotations
@@ -15,9 +16,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from experiments.bench import common, torch_reference
-from mechind.core import metrics, rng, runner
+from experiments.bench import common, torch_port
 from mechind import train
+from mechind.core import metrics, rng, runner
 
 
 def _config(k, steps, num_train=10_000, num_val=2_000):
@@ -31,12 +32,12 @@ def step_times(k: int, scan_steps: int, torch_steps: int, repeats: int) -> list[
         task = train.make_task(cfg, with_contrast=lam > 0)
         key = rng.key(0)
         hp = train.HParams(jnp.float32(lam), jnp.float32(cfg.lr))
-        data = jax.jit(task.make_data)(key)
+        data = jax.jit(task.make_data)(key, None)  # the task draws its own
         state = jax.jit(task.init)(key, data, hp)
         scan = jax.jit(lambda s: runner.scan_steps(task, s, data, hp, jnp.int32(0), scan_steps))
         common.block(scan(state))  # compile
         tj = common.median_time(lambda: common.block(scan(state)), repeats)
-        ref = torch_reference.Reference(cfg.spec.obs_dim, k, lam=lam, num_steps=torch_steps)
+        ref = torch_port.SlotAutoencoder(cfg.spec.obs_dim, k, lam=lam, num_steps=torch_steps)
         x = np.asarray(data["x_train"])
         tt = common.median_time(lambda: ref.train(x, torch_steps), repeats, warmup=1)
         row = {"K": k, "lam": lam, "jax_step_ms": 1e3 * tj["median_s"] / scan_steps,
@@ -61,8 +62,8 @@ def whole_runs(k: int, steps: int, seeds: int, lam: float) -> dict:
     one = runner.run_group(task, keys[:1], train.hparams([lam], [cfg.lr]), chunk_steps=steps, progress=False)
     torch_sis, torch_times = [], []
     for s in range(seeds):
-        data = jax.jit(task.make_data)(keys[s])
-        ref = torch_reference.Reference(cfg.spec.obs_dim, k, lam=lam, num_steps=steps, seed=s)
+        data = jax.jit(task.make_data)(keys[s], None)
+        ref = torch_port.SlotAutoencoder(cfg.spec.obs_dim, k, lam=lam, num_steps=steps, seed=s)
         out = ref.train(np.asarray(data["x_train"]), steps)
         torch_times.append(out["train_s"])
         z_hat = ref.encode(np.asarray(data["x_val"])).reshape(cfg.num_val, k, cfg.slot_dim)
@@ -88,7 +89,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--K", type=int, default=2, help="number of slots")
     ap.add_argument("--scan-steps", type=int, default=1000, help="JAX steps per timed scan")
-    ap.add_argument("--torch-steps", type=int, default=100, help="reference steps per timed loop")
+    ap.add_argument("--torch-steps", type=int, default=100, help="PyTorch-port steps per timed loop")
     ap.add_argument("--repeats", type=int, default=5, help="timed repeats (median reported)")
     ap.add_argument("--run-steps", type=int, default=3000, help="steps of the whole-run / fidelity comparison")
     ap.add_argument("--seeds", type=int, default=3, help="seeds of the fidelity comparison")

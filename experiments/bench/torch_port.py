@@ -1,6 +1,7 @@
-"""PyTorch reference of the slot-autoencoder training step (extra ``bench``).
+"""Our own PyTorch port of the slot-autoencoder training step, for timing (extra ``bench``).
 
-Written the way the field's public PyTorch code does it: eager modules, compositional
+Not the authors' code (that runs side by side in :mod:`experiments.reference.slot`):
+written here, the way the field's public PyTorch code does it: eager modules, compositional
 contrast through ``torch.vmap(torch.func.jacfwd(decoder))``, one model per process and a
 Python loop over steps. Same architecture (d_x -> 80 -> 80 -> 3K -> 80 -> 80 -> d_x,
 LeakyReLU 0.2), loss (MSE + lambda C_comp), optimiser (Adam, lr / 10 at half) and batch
@@ -19,7 +20,7 @@ def _torch():
     try:
         import torch
     except ImportError as e:  # pragma: no cover - depends on the extra
-        raise SystemExit("the PyTorch reference needs the bench extra: pip install -e '.[bench]'") from e
+        raise SystemExit("the PyTorch port needs the bench extra: pip install -e '.[bench]'") from e
     return torch
 
 
@@ -47,7 +48,7 @@ def compositional_contrast(jac, slot_dim: int):
     return pair.sum(-1).mean()
 
 
-class Reference:
+class SlotAutoencoder:
     """One slot autoencoder trained step by step in eager PyTorch."""
 
     def __init__(self, obs_dim: int, num_slots: int, slot_dim: int = 3, lam: float = 0.0, lr: float = 1e-3,
