@@ -10,14 +10,14 @@ loss weights a=100 b=1 c=0 d=10, Adam lr 0.01 with ReduceLROnPlateau, batch 64,
   format its ``SyntheticDataset`` loads (``s``, ``x``, one-hot ``u``, ``m``, ``L``) at
   the path it looks for, so it trains on exactly the arrays ``cg.fit`` sees;
 * ``ReduceLROnPlateau(verbose=...)`` is accepted and ignored (the argument was removed
-  in torch 2.x);
+  in torch 2.x; :func:`experiments.reference.checkouts.import_ivae`);
 * the YAML config is read with ``yaml.safe_load`` (their ``yaml.load`` without a loader
   fails on PyYAML 6); ``--epochs`` may shorten it.
 
 Both score MCC (Pearson, Hungarian matching) of the posterior means on the whole
 dataset, as the reference's runner does. Needs the ``bench`` extra (torch, PyYAML).
 
-    python -m experiments.bench.ivae_reference --repo /path/to/iVAE --seeds 0 1 2 3 4 --acts xtanh lrelu
+    python -m experiments.reference.ivae --repo /path/to/iVAE --seeds 0 1 2 3 4 --acts xtanh lrelu
 """
 
 from __future__ import annotations
@@ -26,7 +26,6 @@ import argparse
 import contextlib
 import io
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -35,20 +34,8 @@ from pathlib import Path
 import numpy as np
 
 from cg import ivae_data
+from experiments.reference import checkouts
 from mechind.core import report
-
-
-def checkout(repo: Path, dest: Path, marker: str = "runners/ivae.py", paths: tuple[str, ...] = ()) -> Path:
-    """A work tree of ``repo``: the directory itself if it has ``marker``, else the
-    HEAD of a bare git directory (what the fetch tool brings) extracted into ``dest``;
-    ``paths``: only these folders (a snapshot may lack its large data files)."""
-    if (repo / marker).exists():
-        return repo
-    dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "--git-dir", str(repo), "archive", "HEAD", *paths], check=True,
-                             capture_output=True)
-    subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
-    return dest
 
 
 def write_reference_dataset(data: ivae_data.IVAEData, root: Path, cfg: dict) -> None:
@@ -59,19 +46,6 @@ def write_reference_dataset(data: ivae_data.IVAEData, root: Path, cfg: dict) -> 
                         m=data.centers, L=data.scales)
 
 
-def _shim_torch():
-    import torch
-
-    base = torch.optim.lr_scheduler.ReduceLROnPlateau
-
-    class ReduceLROnPlateau(base):  # accepts the ``verbose`` argument removed in torch 2.x
-        def __init__(self, *a, verbose=None, **kw):
-            super().__init__(*a, **kw)
-
-    torch.optim.lr_scheduler.ReduceLROnPlateau = ReduceLROnPlateau
-    torch.set_num_threads(max(1, torch.get_num_threads()))
-
-
 def run_reference(tree: Path, data: ivae_data.IVAEData, seed: int, act: str, epochs: int | None,
                   work: Path) -> dict:
     """Train the reference once on ``data``; ``{"mcc", "seconds", "loss_history"}``."""
@@ -80,11 +54,7 @@ def run_reference(tree: Path, data: ivae_data.IVAEData, seed: int, act: str, epo
     import torch
     import yaml
 
-    _shim_torch()
-    if str(tree) not in sys.path:
-        sys.path.insert(0, str(tree))
-    from runners.ivae import runner  # noqa: PLC0415  (the reference's own code)
-
+    runner = checkouts.import_ivae(tree)
     cfg = yaml.safe_load((tree / "configs" / "ivae.yaml").read_text())
     n_seg = int(data.u.max()) + 1
     cfg.update(nps=len(data.u) // n_seg, ns=n_seg, dl=data.s.shape[1], dd=data.x.shape[1],
@@ -140,7 +110,8 @@ def main(argv=None) -> int:
     rows = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        tree = None if args.skip_reference else checkout(args.repo, Path(tmp) / "ivae")
+        tree = None if args.skip_reference else checkouts.checkout(args.repo, Path(tmp) / "ivae",
+                                                                   checkouts.IVAE_MARKER)
         for act in args.acts:
             datasets = [ivae_data.generate(s, args.segments, args.per_segment, args.latent_dim, act=act)
                         for s in args.seeds]

@@ -9,7 +9,8 @@ MLPs, independent prior variance). Shims, and nothing else:
 
 * the data are ours (:func:`mechsparse.data.sample`, the same protocol), so both fit
   exactly the same arrays;
-* ``numpy.product`` (removed in numpy 2, called by their ELBO) is ``numpy.prod``;
+* ``numpy.product`` (removed in numpy 2, called by their ELBO) is ``numpy.prod``
+  (:func:`experiments.reference.checkouts.import_mechsparse`);
 * their encoder and decoder are their own ``MLP`` class at our preset's width and depth
   (their constructor fixes width 512 and at least 3 layers);
 * the optimisation loop is written here, as in their ``train.py`` minus ``cooper`` and
@@ -24,14 +25,13 @@ and the SHD of the learned G^a under that matching. Needs the ``bench`` extra (t
 ``--their-init`` also trains ours from their initial weights (mapped onto our parameter
 tree), to tell a difference of initialisation from one of training.
 
-    python -m experiments.bench.mechsparse_reference --repo /path/to/checkout --seeds 0 1 2 [--their-init]
+    python -m experiments.reference.mechsparse --repo /path/to/checkout --seeds 0 1 2 [--their-init]
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import sys
 import tempfile
 import time
 import types
@@ -40,7 +40,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from experiments.bench.ivae_reference import checkout
+from experiments.reference import checkouts
 from mechind.core import metrics as core_metrics
 from mechind.core import report, rng
 from mechsparse import metrics as ms_metrics
@@ -58,16 +58,9 @@ def our_data(config: train.Config, seed: int) -> dict:
 def build_reference(tree: Path, config: train.Config, learn_mask: bool):
     """Their ``ILCM_VAE`` and latent model at our preset's sizes, initialised by their code
     (under the caller's ``torch.manual_seed``)."""
-    if str(tree) not in sys.path:
-        sys.path.insert(0, str(tree))
-    if not hasattr(np, "product"):  # removed in numpy 2; their ELBO calls it
-        np.product = np.prod
-    from model.ilcm_vae import ILCM_VAE
-    from model.latent_models_vae import FCGaussianLatentModel
-    from model.nn import MLP
-
+    ref = checkouts.import_mechsparse(tree)
     s = config.data
-    latent = FCGaussianLatentModel(s.latent_dim, s.parent_dim, 0, [], "MLP", n_lag=0,
+    latent = ref.FCGaussianLatentModel(s.latent_dim, s.parent_dim, 0, [], "MLP", n_lag=0,
                                    n_layers=len(config.transition_hidden), hid_dim=config.transition_hidden[0],
                                    freeze_m=True, freeze_g=True, freeze_gc=not learn_mask, freeze_dummies=True,
                                    no_drawhard=not config.hard, output_delta=False, var_p_mode="independent",
@@ -76,10 +69,10 @@ def build_reference(tree: Path, config: train.Config, learn_mask: bool):
                                 full_seq=False, encoder="tabular", decoder="tabular", encoder_depth_multiplier=1,
                                 decoder_depth_multiplier=1, bn_enc_dec=False, freeze_dummies=True,
                                 init_decoder_var=None)
-    model = ILCM_VAE(latent, (s.obs_dim,), s.parent_dim, 0, [], opt)
+    model = ref.ILCM_VAE(latent, (s.obs_dim,), s.parent_dim, 0, [], opt)
     width, depth = config.hidden[0], len(config.hidden)
-    model.encoder = MLP(s.obs_dim, 2 * s.latent_dim, width, depth, batch_norm=False)
-    model.decoder = MLP(s.latent_dim, s.obs_dim, width, depth, batch_norm=False)
+    model.encoder = ref.MLP(s.obs_dim, 2 * s.latent_dim, width, depth, batch_norm=False)
+    model.decoder = ref.MLP(s.latent_dim, s.obs_dim, width, depth, batch_norm=False)
     return model, latent
 
 
@@ -91,11 +84,13 @@ def their_initial_params(model, latent, ours: dict) -> dict:
 
     t = lambda x: jnp.asarray(x.detach().numpy())  # noqa: E731
     layers = lambda m: [getattr(m, f"linear{i}") for i in range(m.nlayers)] + [m.linear_out]  # noqa: E731
-    enc = {f"Dense_{i}": {"kernel": t(lin.weight).T, "bias": t(lin.bias)} for i, lin in enumerate(layers(model.encoder))}
+    dense = lambda m: {f"Dense_{i}": {"kernel": t(lin.weight).T, "bias": t(lin.bias)}  # noqa: E731
+                       for i, lin in enumerate(layers(m))}
+    enc = dense(model.encoder)
     last = f"Dense_{model.encoder.nlayers}"
     w, b = enc[last]["kernel"], enc[last]["bias"]
     enc[last] = {"kernel": jnp.concatenate([w[:, 0::2], w[:, 1::2]], 1), "bias": jnp.concatenate([b[0::2], b[1::2]])}
-    dec = {f"Dense_{i}": {"kernel": t(lin.weight).T, "bias": t(lin.bias)} for i, lin in enumerate(layers(model.decoder))}
+    dec = dense(model.decoder)
     pm = latent.parallel_mlp
     n, hid = latent.num_z_blocks, latent.hid_dim
     mlp = {"w0": jnp.transpose(t(latent.linear_cont_c.weight), (0, 2, 1)), "b0": t(latent.input_bias)}
@@ -121,7 +116,7 @@ def run_ours_from_their_init(tree: Path, config: train.Config, seed: int, regime
     reg = REGIMES[regime]
     task = train.make_task(config)
     key = rng.key(seed)
-    data = jax.jit(task.make_data)(key)
+    data = jax.jit(task.make_data)(key, None)  # the task draws its own
     bound = float(np.asarray(data["graph"]).sum()) if reg["bound"] == "true" else float(config.full_edges)
     hp = train.HParams(jnp.float32(reg["coeff"]), jnp.float32(bound), jnp.float32(float(reg["learn"])),
                        jnp.float32(config.lr))
@@ -230,7 +225,8 @@ def main(argv=None) -> dict:
     config = mechanism_sparsity.PRESETS["quick"].train_config("action")
     if args.steps:
         config = config.replace(num_steps=args.steps)
-    tree = checkout(args.repo, Path(tempfile.mkdtemp()) / "ref", marker="model/ilcm_vae.py", paths=("model",))
+    tree = checkouts.checkout(args.repo, Path(tempfile.mkdtemp()) / "ref", checkouts.MECHSPARSE_MARKER,
+                              checkouts.MECHSPARSE_PATHS)
     ours = run_ours(config, args.seeds)
     theirs = []
     for seed in args.seeds:
@@ -238,9 +234,9 @@ def main(argv=None) -> dict:
         for regime in args.regimes:
             r = run_reference(tree, config, data, seed, regime, config.num_steps)
             theirs.append({"seed": seed, "regime": regime, **r})
+            mine = next(o["mcc"] for o in ours if o["seed"] == seed and o["regime"] == regime)
             print(f"seed {seed} {regime}: reference MCC {r['mcc']:.3f} SHD {r['shd']} "
-                  f"({r['train_s']:.0f}s); ours {next(o['mcc'] for o in ours if o['seed'] == seed and o['regime'] == regime):.3f}",
-                  flush=True)
+                  f"({r['train_s']:.0f}s); ours {mine:.3f}", flush=True)
     transplanted = [run_ours_from_their_init(tree, config, seed, regime)
                     for seed in args.seeds for regime in args.regimes] if args.their_init else []
     summary = {"config": {"steps": config.num_steps, "hidden": config.hidden,

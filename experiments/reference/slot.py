@@ -6,7 +6,7 @@ run unchanged from a fetched copy (never vendored): its MLPs (3 layers of width 
 leaky ReLU 0.2, PyTorch's default initialisation), Adam at its default lr 4e-4 divided
 by 10 at half of training, batch 64 drawn by a fresh shuffled ``DataLoader`` iterator
 each step, MSE + lambda * C_comp through ``torch.vmap(torch.func.jacfwd(decoder))``.
-Shims, and nothing else:
+Shims, and nothing else (in :mod:`experiments.reference.checkouts`):
 
 * imports it never uses on synthetic data (``wandb``, ``hydra``, ``omegaconf``,
   ``torchvision``, the sprite evaluator's ``lion_pytorch``) are empty stand-in modules,
@@ -29,11 +29,13 @@ Data, either implementation's generator:
   U(-10, 10) with unit-norm columns and the condition-number rule), seeded with
   ``np.random.seed(seed)``.
 
-Diagnostics (one function for both, :func:`mechind.train.contrast_diagnostics` and our
-SIS): SIS and its R² matrix, reconstruction R², raw C_comp, C_comp in standardized units,
-the standardized cross-slot share, and the latent scale.
+Diagnostics: the project's own evaluation for both, :func:`mechind.train.evaluate` and
+:func:`mechind.train.finish` (the reference's trained weights are copied into our MLPs of
+the same layout, raw latents as it trains them): SIS and its R² matrix, reconstruction R²,
+raw C_comp, C_comp in standardized units, the standardized cross-slot share, the latent
+scale and the training objective on a fixed training subset.
 
-    python -m experiments.bench.slot_reference --repo /path/to/objects-identifiability \\
+    python -m experiments.reference.slot --repo /path/to/objects-identifiability \\
         --data mechind brady --seeds 0 1 2 --lams 0 0.01 1 --steps 20000
 """
 
@@ -41,47 +43,19 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import io
 import json
-import os
 import random
 import sys
 import tempfile
 import time
-import types
 from pathlib import Path
 
 import numpy as np
 
-from experiments.bench.ivae_reference import checkout
+from experiments.reference import checkouts
 from mechind.core import report
-
-STUB_MODULES = ("wandb", "hydra", "hydra.utils", "omegaconf", "torchvision", "torchvision.transforms",
-                "lion_pytorch", "eval.model_evaluation")
-
-
-def _stub_imports() -> None:
-    """Empty stand-ins for modules the synthetic path imports but never calls."""
-    for name in STUB_MODULES:
-        if name not in sys.modules:
-            mod = types.ModuleType(name)
-            mod.__path__ = []  # a package, so submodule stubs import
-            sys.modules[name] = mod
-    sys.modules["torchvision"].transforms = sys.modules["torchvision.transforms"]
-    sys.modules["hydra"].utils = sys.modules["hydra.utils"]
-    sys.modules["eval.model_evaluation"].evaluate_model = None  # sprite data only
-    if not hasattr(np, "VisibleDeprecationWarning"):  # numpy 2 moved it; it only filters warnings
-        np.VisibleDeprecationWarning = np.exceptions.VisibleDeprecationWarning
-
-
-def _import_reference(tree: Path):
-    _stub_imports()
-    if str(tree) not in sys.path:
-        sys.path.insert(0, str(tree))
-    import train_model  # noqa: PLC0415  (the reference's own code)
-    import utils  # noqa: PLC0415
-
-    return train_model, utils
 
 
 def reference_args(lam: float, steps: int, lr: float, num_slots: int = 2, slot_dim: int = 3,
@@ -97,7 +71,7 @@ def brady_data(tree: Path, seed: int, num_slots: int = 2, nobs: int = 80_000) ->
     """Their generator, from the fetched copy: ``x [nobs, 20 K]``, ``z [nobs, K, 3]``."""
     import torch
 
-    _import_reference(tree)
+    checkouts.import_slot(tree)
     from data.generators.synth_data_gen import gen_synth_data  # noqa: PLC0415  (theirs)
 
     np.random.seed(seed)
@@ -109,8 +83,9 @@ def mechind_data(seed: int, num_slots: int = 2, nobs: int = 80_000) -> tuple[np.
     """Ours, as ``mechind.train.make_task`` draws it for this seed (overlap 0: Type D)."""
     import jax
 
+    from mechind import data as slot_data
+    from mechind import train
     from mechind.core import rng
-    from mechind import data as slot_data, train
 
     spec = train.SlotConfig(num_slots=num_slots).spec
     arr = jax.jit(rng.traced_in_fast_mode(slot_data.sample_arrays), static_argnums=(1, 2))(
@@ -118,97 +93,52 @@ def mechind_data(seed: int, num_slots: int = 2, nobs: int = 80_000) -> tuple[np.
     return np.asarray(arr["x"], np.float32), np.asarray(arr["z"], np.float32)
 
 
-def diagnostics(encode, decode, x_val: np.ndarray, z_val: np.ndarray, slot_dim: int = 3,
-                jac_points: int = 512, fit_frac: float = 0.8) -> dict:
-    """The same numbers for any implementation: ``encode: x [N, d_x] -> z_hat [N, d]``
-    (numpy) and ``decode`` a jax function ``[d] -> [d_x]``."""
-    import jax.numpy as jnp
-
-    from mechind.core import metrics
-    from mechind import train
-
-    z_hat = np.asarray(encode(x_val), np.float32)
-    k = z_val.shape[1]
-    sizes = (slot_dim,) * k
-    x_hat = np.asarray(_decode_all(decode, z_hat))
-    r2 = np.asarray(metrics.sis_r2_matrix(jnp.asarray(z_val), jnp.asarray(z_hat.reshape(len(z_hat), k, slot_dim)),
-                                          fit_frac=fit_frac))
-    d = train.contrast_diagnostics(decode, jnp.asarray(z_hat), jnp.asarray(x_val), sizes, jac_points)
-    z_std = np.asarray(d["latent_std"], float)
-    return {"sis": metrics.sis_from_r2(r2), "sis_r2": r2.tolist(),
-            "recon_r2": float(1 - np.sum((x_val - x_hat) ** 2) / np.sum((x_val - x_val.mean(0)) ** 2)),
-            "c_comp": float(d["c_comp"]), "c_comp_std": float(d["c_comp_std"]),
-            "contrast_share": float(d["contrast_share"]), "slot_scale": z_std.reshape(k, -1).mean(1).tolist(),
-            "latent_scale": float(z_std.mean())}
+def torch_mlp_params(mlp) -> dict:
+    """The reference's ``MLP`` (``fc``: ``nn.Linear`` layers, leaky ReLU 0.2 between them,
+    linear output) as the parameters of our :class:`mechind.models.MLP` of the same widths:
+    ``{"Dense_i": {"kernel" [d_in, d_out], "bias" [d_out]}}`` (torch keeps ``weight [d_out, d_in]``)."""
+    return {f"Dense_{i}": {"kernel": np.asarray(fc.weight.detach().numpy()).T,
+                           "bias": np.asarray(fc.bias.detach().numpy())} for i, fc in enumerate(mlp.fc)}
 
 
-def _decode_all(decode, z_hat):
+def diagnostics(config, params: dict, data: dict, lam: float) -> dict:
+    """One run's diagnostics by the project's own evaluation, :func:`mechind.train.evaluate`
+    then :func:`mechind.train.finish`, for either implementation: ``params`` ``{"enc", "dec"}``
+    of ``config``'s networks; ``data``: ``x_train [N, d_x]``, ``x_val [M, d_x]``,
+    ``z_val [M, K, s]``; ``lam`` weighs the contrast in the reported training objective."""
     import jax
 
-    return jax.jit(jax.vmap(decode))(z_hat)
+    from mechind import train
+    from mechind.core import training
 
-
-def _torch_decoder_as_jax(decoder):
-    """A torch ``nn.Module`` decoder as a jax function (weights copied: it is an MLP of
-    ``nn.Linear`` layers with leaky ReLU 0.2, the reference's ``MLP``), so the Jacobian
-    diagnostics are computed by the same code for both implementations."""
-    import jax.numpy as jnp
-
-    ws = [(jnp.asarray(fc.weight.detach().numpy()), jnp.asarray(fc.bias.detach().numpy())) for fc in decoder.fc]
-
-    def decode(z):
-        h = z
-        for i, (w, b) in enumerate(ws):
-            h = w @ h + b
-            if i < len(ws) - 1:
-                h = jnp.where(h >= 0, h, 0.2 * h)
-        return h
-
-    return decode
+    state = training.TrainState(params, None, None)  # evaluate reads the parameters only
+    hp = train.HParams(np.float32(lam), np.float32(config.lr))
+    return train.finish(jax.device_get(train.evaluate(config, train.make_nets(config), state, data, hp)))
 
 
 def run_reference(tree: Path, x: np.ndarray, z: np.ndarray, seed: int, lam: float, steps: int, lr: float,
                   work: Path, own_eval: bool = True) -> dict:
-    """Train the reference once on ``x, z`` (80/10 split as it does); diagnostics on its
-    validation part, plus its own final evaluation (recon, C_comp, SIS) for a cross-check."""
+    """Train the reference once on ``x [N, d_x], z [N, K, s]`` (90/10 split as it does);
+    diagnostics on its validation part, plus its own final evaluation (recon, C_comp, SIS)
+    for a cross-check."""
     import torch
 
-    tm, utils = _import_reference(tree)
+    from mechind import train
+
+    tm, utils = checkouts.import_slot(tree)
     torch.set_num_threads(1)
-    original_data = utils.gen_synth_data
-    utils.gen_synth_data = lambda args: (x, z)  # shim: the arrays given here
-    kept: dict = {}
-    original_eval = tm.eval_model
-
-    def eval_shim(args, model, loader):
-        kept["calls"] = kept.get("calls", 0) + 1
-        if kept["calls"] == 1:  # iteration 1
-            return float("nan"), float("nan"), float("nan")
-        kept["model"] = model
-        if own_eval:
-            kept["own"] = original_eval(args, model, loader)
-            return kept["own"]
-        return float("nan"), float("nan"), float("nan")
-
-    tm.eval_model = eval_shim
-    work.mkdir(parents=True, exist_ok=True)
-    cwd = Path.cwd()
     random.seed(seed)  # its seed is random.randint(0, 10000)
     t = time.perf_counter()
-    try:
-        os.chdir(work)  # it saves a state dict every 3,000 steps under ./logs
-        with contextlib.redirect_stdout(io.StringIO()):
-            tm.train_model(reference_args(lam, steps, lr, num_slots=z.shape[1], nobs=len(x)))
-    finally:
-        os.chdir(cwd)
-        tm.eval_model = original_eval
-        utils.gen_synth_data = original_data
+    with checkouts.slot_training(tm, utils, x, z, work, own_eval) as kept, contextlib.redirect_stdout(io.StringIO()):
+        tm.train_model(reference_args(lam, steps, lr, num_slots=z.shape[1], nobs=len(x)))
     secs = time.perf_counter() - t
     model = kept["model"].eval()
     n_train = int(0.9 * len(x))
-    with torch.no_grad():
-        enc = lambda a: model.encoder(torch.from_numpy(a)).numpy()  # noqa: E731
-        out = diagnostics(enc, _torch_decoder_as_jax(model.decoder), x[n_train:], z[n_train:])
+    # our MLPs of its layout, on its raw latents (no standardization), as it trains them
+    cfg = train.SlotConfig(num_slots=z.shape[1], num_train=n_train, num_val=len(x) - n_train, lr=lr,
+                           latent_norm="none")
+    params = {"enc": torch_mlp_params(model.encoder), "dec": torch_mlp_params(model.decoder)}
+    out = diagnostics(cfg, params, {"x_train": x[:n_train], "x_val": x[n_train:], "z_val": z[n_train:]}, lam)
     out["seconds"] = secs
     if "own" in kept:
         out["own_recon"], out["own_c_comp"], out["own_sis"] = map(float, kept["own"])
@@ -217,18 +147,21 @@ def run_reference(tree: Path, x: np.ndarray, z: np.ndarray, seed: int, lam: floa
 
 def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float], steps: int, lr: float,
              restarts: int = 1, **overrides) -> list[dict]:
-    """``mechind`` training on the given arrays, every (lambda, seed, restart) in one vmapped
-    group; ``overrides`` are :class:`mechind.train.SlotConfig` fields."""
+    """``mechind`` training on the given arrays ``xs [S, N, d_x]``, ``zs [S, N, K, s]``, every
+    (lambda, seed, restart) in one vmapped group, scored by its own evaluation;
+    ``overrides`` are :class:`mechind.train.SlotConfig` fields."""
     import jax
     import jax.numpy as jnp
 
+    from mechind import train
     from mechind.core import rng, runner
-    from mechind import models, train
 
     n_train = int(0.9 * xs.shape[1])
     cfg = train.SlotConfig(num_slots=zs.shape[2], num_train=n_train, num_val=xs.shape[1] - n_train,
                            num_steps=steps, lr=lr, lam=max(lams), **overrides)
-    task = train.make_task(cfg, with_contrast=any(lam > 0 for lam in lams))
+    # our task, trained on the arrays given here instead of its own draw
+    task = dataclasses.replace(train.make_task(cfg, with_contrast=any(lam > 0 for lam in lams)),
+                               make_data=lambda key, given: given)
     runs = [(lam, s, r) for lam in lams for s in seeds for r in range(restarts)]
     idx = [seeds.index(s) for _, s, _ in runs]
     data = {"x_train": jnp.asarray(xs[idx, :n_train]), "x_val": jnp.asarray(xs[idx, n_train:]),
@@ -237,19 +170,12 @@ def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float]
     t = time.perf_counter()
     res = runner.run_group(task, keys, train.hparams([lam for lam, _, _ in runs], [lr] * len(runs),
                                                      [r for _, _, r in runs]),
-                           chunk_steps=min(2000, steps), data=data, progress=False)
+                           chunk_steps=min(2000, steps), given=data, progress=False)
     secs = (time.perf_counter() - t) / len(runs)
-    enc, dec = models.make_models(cfg.spec.obs_dim, cfg.num_slots, cfg.slot_dim, cfg.hidden, cfg.decoder, cfg.init)
-    out = []
-    for i, (lam, s, rs) in enumerate(runs):
-        p = jax.tree.map(lambda a: a[i], res.state.params)
-        ref = data["x_train"][i, :cfg.norm_ref]
-        encode = lambda a, p=p, ref=ref: np.asarray(train.encode(cfg, enc, p, jnp.asarray(a), ref))  # noqa: E731
-        decode = lambda zz, p=p: dec.apply({"params": p["dec"]}, zz)  # noqa: E731
-        d = diagnostics(encode, decode, xs[idx[i], n_train:], zs[idx[i], n_train:])
-        out.append({"lam": lam, "seed": s, "restart": rs, "objective": float(res.metrics["objective"][i]),
-                    "seconds": secs, "failed": bool(res.failed[i]), **d})
-    return out
+    metrics = jax.device_get(res.metrics)
+    return [{"lam": lam, "seed": s, "restart": rs, "seconds": secs, "failed": bool(res.failed[i]),
+             **train.finish(jax.tree.map(lambda a, i=i: a[i], metrics))}
+            for i, (lam, s, rs) in enumerate(runs)]
 
 
 COLUMNS = ("sis", "contrast_share", "c_comp", "latent_scale", "recon_r2")
@@ -339,7 +265,7 @@ def main(argv=None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        tree = checkout(args.repo, Path(tmp) / "ref", marker="train_model.py") if args.repo else None
+        tree = checkouts.checkout(args.repo, Path(tmp) / "ref", checkouts.SLOT_MARKER) if args.repo else None
         for dname in args.data:
             arrays = [brady_data(tree, s) if dname == "brady" else mechind_data(s) for s in args.seeds]
             xs, zs = np.stack([a[0] for a in arrays]), np.stack([a[1] for a in arrays])
