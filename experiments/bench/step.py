@@ -37,7 +37,7 @@ def step_times(k: int, scan_steps: int, torch_steps: int, repeats: int) -> list[
         scan = jax.jit(lambda s: runner.scan_steps(task, s, data, hp, jnp.int32(0), scan_steps))
         common.block(scan(state))  # compile
         tj = common.median_time(lambda: common.block(scan(state)), repeats)
-        ref = torch_port.SlotAutoencoder(cfg.spec.obs_dim, k, lam=lam, num_steps=torch_steps)
+        ref = torch_port.SlotAutoencoder(cfg.dataset.obs_dim, k, lam=lam, num_steps=torch_steps)
         x = np.asarray(data["x_train"])
         tt = common.median_time(lambda: ref.train(x, torch_steps), repeats, warmup=1)
         row = {"K": k, "lam": lam, "jax_step_ms": 1e3 * tj["median_s"] / scan_steps,
@@ -63,7 +63,7 @@ def whole_runs(k: int, steps: int, seeds: int, lam: float) -> dict:
     torch_sis, torch_times = [], []
     for s in range(seeds):
         data = jax.jit(task.make_data)(keys[s], None)
-        ref = torch_port.SlotAutoencoder(cfg.spec.obs_dim, k, lam=lam, num_steps=steps, seed=s)
+        ref = torch_port.SlotAutoencoder(cfg.dataset.obs_dim, k, lam=lam, num_steps=steps, seed=s)
         out = ref.train(np.asarray(data["x_train"]), steps)
         torch_times.append(out["train_s"])
         z_hat = ref.encode(np.asarray(data["x_val"])).reshape(cfg.num_val, k, cfg.slot_dim)

@@ -22,7 +22,7 @@ Shims, and nothing else (in :mod:`experiments.reference.checkouts`):
 
 Data, either implementation's generator:
 
-* ``mechind``: :func:`mechind.data.sample_arrays` (a different mixing per slot, the
+* ``mechind``: :meth:`mechind.data.SlotSpec.sample` (a different mixing per slot, the
   block structure of ``SlotSpec``, leaky ReLU 0.2 after both layers);
 * ``brady``: their ``gen_synth_data`` called from the fetched copy (one 2-layer mixing
   shared by all slots, ``LeakyReLU()`` = slope 0.01, no last nonlinearity, weights
@@ -43,7 +43,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import dataclasses
 import io
 import json
 import random
@@ -80,17 +79,17 @@ def brady_data(tree: Path, seed: int, num_slots: int = 2, nobs: int = 80_000) ->
 
 
 def mechind_data(seed: int, num_slots: int = 2, nobs: int = 80_000) -> tuple[np.ndarray, np.ndarray]:
-    """Ours, as ``mechind.train.make_task`` draws it for this seed (overlap 0: Type D)."""
+    """Ours, as ``mechind.train.make_data`` draws it for this seed (overlap 0: Type D):
+    ``x [nobs, 20 K]``, ``z [nobs, K, 3]``."""
     import jax
 
     from mechind import data as slot_data
     from mechind import train
     from mechind.core import rng
 
-    spec = train.SlotConfig(num_slots=num_slots).spec
-    arr = jax.jit(rng.traced_in_fast_mode(slot_data.sample_arrays), static_argnums=(1, 2))(
-        jax.random.fold_in(rng.key(seed), 0), spec, nobs)
-    return np.asarray(arr["x"], np.float32), np.asarray(arr["z"], np.float32)
+    spec = train.SlotConfig(num_slots=num_slots).dataset
+    draw = slot_data.make_slot_data(jax.random.fold_in(rng.key(seed), 0), spec, nobs)
+    return np.asarray(draw.x, np.float32), np.asarray(draw.z, np.float32)
 
 
 def torch_mlp_params(mlp) -> dict:
@@ -159,18 +158,15 @@ def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float]
     n_train = int(0.9 * xs.shape[1])
     cfg = train.SlotConfig(num_slots=zs.shape[2], num_train=n_train, num_val=xs.shape[1] - n_train,
                            num_steps=steps, lr=lr, lam=max(lams), **overrides)
-    # our task, trained on the arrays given here instead of its own draw
-    task = dataclasses.replace(train.make_task(cfg, with_contrast=any(lam > 0 for lam in lams)),
-                               make_data=lambda key, given: given)
+    task = train.make_task(cfg, with_contrast=any(lam > 0 for lam in lams))
     runs = [(lam, s, r) for lam in lams for s in seeds for r in range(restarts)]
     idx = [seeds.index(s) for _, s, _ in runs]
-    data = {"x_train": jnp.asarray(xs[idx, :n_train]), "x_val": jnp.asarray(xs[idx, n_train:]),
-            "z_val": jnp.asarray(zs[idx, n_train:])}
+    given = {"x": jnp.asarray(xs[idx]), "z": jnp.asarray(zs[idx])}  # trained on these, not its own draw
     keys = rng.seed_keys([s for _, s, _ in runs])
     t = time.perf_counter()
     res = runner.run_group(task, keys, train.hparams([lam for lam, _, _ in runs], [lr] * len(runs),
                                                      [r for _, _, r in runs]),
-                           chunk_steps=min(2000, steps), given=data, progress=False)
+                           chunk_steps=min(2000, steps), given=given, progress=False)
     secs = (time.perf_counter() - t) / len(runs)
     metrics = jax.device_get(res.metrics)
     return [{"lam": lam, "seed": s, "restart": rs, "seconds": secs, "failed": bool(res.failed[i]),
