@@ -25,21 +25,30 @@ Unlike the reference, where every seed shares one mixing and one action set (the
 generator RNG is fixed) and only the sampling noise changes, a seed here redraws
 everything (mixing, actions, random graph), so seed-to-seed spread includes the
 generator's.
+
+:class:`Spec` is the dataset (:class:`mechind.core.datasets.Dataset`, registered as
+``"mechanism_sparsity"``): ``Spec(kind="time").sample(key, n)``, or
+``datasets.make("mechanism_sparsity", kind="time")``. Its draw is a function of the key
+alone: it is traced in the pipelines' random mode (:func:`mechind.core.rng.fast_compile`)
+wherever it is called, so a host-side draw (a figure, a bound at the true graph's edge
+count, a reference implementation fed our arrays) is the one a training run sees.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mechind.core import datasets, rng
 from mechind.core.nets import NEGATIVE_SLOPE, leaky
 
 Array = jax.Array
 
-GENERATOR_VERSION = 1  # bump when a draw changes: cached results then recompute
+GENERATOR_VERSION = 1  # Spec.version: bump when a draw changes (cached results then recompute)
 KINDS = ("action", "time")
 GRAPHS = {"action": ("identity", "cyclic", "random"), "time": ("identity", "lower", "random")}
 MEANS = ("sin", "linear")
@@ -48,9 +57,14 @@ OBS_NOISE_STD = 0.01  # std of the noise added to the standardised observations
 TIME_STEP = 0.5  # their "lr": z¹ = z⁰ + 0.5 * delta(z⁰)
 
 
+@datasets.register("mechanism_sparsity")
 @dataclasses.dataclass(frozen=True)
-class Spec:
-    """A synthetic dataset; validated on construction (a clear error before anything compiles)."""
+class Spec(datasets.Dataset):
+    """Their synthetic dataset (a :class:`~mechind.core.datasets.Dataset`); validated on
+    construction (a clear error before anything compiles)."""
+
+    version: ClassVar[int] = GENERATOR_VERSION
+    traceable: ClassVar[bool] = True
 
     kind: str = "action"  # "action" (G^a: actions -> latents) or "time" (G^z: z⁰ -> z¹)
     graph: str = "cyclic"  # graph name of GRAPHS[kind]
@@ -84,6 +98,16 @@ class Spec:
     def steps(self) -> int:
         """Time steps per sample: 1 for action data, 2 for time data."""
         return 1 if self.kind == "action" else 2
+
+    def sample(self, key: Array, num_samples: int) -> dict:
+        """One dataset: ``x [N, T, d_x]``, ``z [N, T, d_z]``, ``a [N, d_p]`` (zeros for time
+        data), ``graph [d_z, d_p]``; T = 1 (action) or 2 (time). Also the generator's own
+        parts: ``linear [d_z, d_p]`` (the matrix of ``mean="linear"``), the mixing
+        ``weights`` and the standardisation ``x_mean``, ``x_std`` [d_x] (the noiseless
+        standardised x is ``(mix(weights, z) - x_mean) / x_std``). Pure and vmappable; the
+        same draw wherever it is traced (module docstring)."""
+        with rng.fast_compile():
+            return _sample(key, self, num_samples)
 
 
 def make_graph(key: Array, spec: Spec) -> Array:
@@ -151,10 +175,8 @@ def mix(weights: list[Array], z: Array) -> Array:
     return h @ weights[-1]
 
 
-def sample(key: Array, spec: Spec, num_samples: int) -> dict:
-    """One dataset: ``x [N, T, d_x]``, ``z [N, T, d_z]``, ``a [N, d_p]`` (zeros for time
-    data), ``graph [d_z, d_p]``, and the mixing (``weights``, ``x_mean``, ``x_std``) that
-    maps z to the noiseless standardised x. T = 1 (action) or 2 (time). Pure and vmappable."""
+def _sample(key: Array, spec: Spec, num_samples: int) -> dict:
+    """:meth:`Spec.sample` (in whatever random mode the caller traces it)."""
     k_graph, k_mix, k_lin, k_par, k_z, k_x = jax.random.split(key, 6)
     graph = make_graph(k_graph, spec)  # = graph_of(key, spec)
     linear = jax.random.normal(k_lin, graph.shape) * graph
@@ -178,9 +200,10 @@ def sample(key: Array, spec: Spec, num_samples: int) -> dict:
 
 
 def graph_of(key: Array, spec: Spec) -> Array:
-    """The graph :func:`sample` draws from ``key`` (for host-side bookkeeping, e.g. a bound
-    at the true number of edges of a random graph)."""
-    return make_graph(jax.random.split(key, 6)[0], spec)
+    """The graph :meth:`Spec.sample` draws from ``key`` (for host-side bookkeeping, e.g. a
+    bound at the true number of edges of a random graph), in the same random mode."""
+    with rng.fast_compile():
+        return make_graph(jax.random.split(key, 6)[0], spec)
 
 
 def edges(graph) -> int:

@@ -1,11 +1,12 @@
-"""The synthetic generators: graphs, exact supports via the derivative core, the mixing."""
+"""The synthetic generators: graphs, exact supports via the derivative core, the mixing,
+the dataset interface."""
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from mechind.core import derivatives
+from mechind.core import datasets, derivatives, rng
 from mechsparse import data as ms_data
 
 CASES = [("action", "identity"), ("action", "cyclic"), ("action", "random"),
@@ -52,7 +53,7 @@ def test_mechanism_jacobian_support_is_the_graph(kind, graph, heteroscedastic):
 
 def test_linear_variant_support():
     spec = ms_data.Spec("action", "cyclic", latent_dim=5, obs_dim=10, mean="linear")
-    d = ms_data.sample(jax.random.PRNGKey(0), spec, 16)
+    d = spec.sample(jax.random.PRNGKey(0), 16)
     jac = derivatives.jacobian(lambda p: ms_data.mechanism(p, d["graph"], spec, d["linear"])[0], d["a"])
     np.testing.assert_allclose(np.asarray(jac[0]), np.asarray(d["linear"]), rtol=1e-6)
     assert np.all((np.asarray(d["linear"]) != 0) == (np.asarray(d["graph"]) > 0))
@@ -61,7 +62,7 @@ def test_linear_variant_support():
 @pytest.mark.parametrize("kind", ["action", "time"])
 def test_sample_shapes_standardisation_and_mixing(kind):
     spec = ms_data.Spec(kind, "identity", latent_dim=4, obs_dim=8)
-    d = ms_data.sample(jax.random.PRNGKey(0), spec, 5000)
+    d = spec.sample(jax.random.PRNGKey(0), 5000)
     t = spec.steps
     assert d["x"].shape == (5000, t, 8) and d["z"].shape == (5000, t, 4) and d["a"].shape == (5000, 4)
     flat = np.asarray(d["x"]).reshape(-1, 8)
@@ -93,3 +94,26 @@ def test_mixing_weights_are_scaled_orthogonal():
 def test_bad_specs_raise(kw, match):
     with pytest.raises(ValueError, match=match):
         ms_data.Spec(**kw)
+
+
+def test_registered_dataset_whose_draw_depends_on_the_key_alone():
+    """Registered by name; ``draw`` stacks one draw per key; a draw is the one of the
+    runner's random mode wherever it is traced (jax's default mode draws other numbers),
+    so a host-side bound at a random graph's true edge count is the graph the run trains on."""
+    assert "mechanism_sparsity" in datasets.names()
+    ds = datasets.make("mechanism_sparsity", kind="action", graph="random", latent_dim=8, obs_dim=8)
+    assert isinstance(ds, ms_data.Spec) and ds == ms_data.Spec("action", "random", latent_dim=8, obs_dim=8)
+    assert ds.describe() == {"dataset": "mechanism_sparsity", "dataset_version": ms_data.GENERATOR_VERSION,
+                             "kind": "action", "graph": "random", "latent_dim": 8, "obs_dim": 8, "density": 0.3,
+                             "mean": "sin", "heteroscedastic": False}
+    assert ds.traceable
+    keys = rng.seed_keys([0, 1])
+    d = datasets.draw(ds, keys, 7)  # traced in jax's default random mode
+    assert d["x"].shape == (2, 7, 1, 8) and d["a"].shape == (2, 7, 8) and d["graph"].shape == (2, 8, 8)
+    for r in range(2):
+        with rng.fast_compile():  # the runner's mode
+            runner_graph = np.asarray(ms_data.make_graph(jax.random.split(keys[r], 6)[0], ds))
+        default_graph = np.asarray(ms_data.make_graph(jax.random.split(keys[r], 6)[0], ds))
+        assert not np.array_equal(runner_graph, default_graph)  # the modes differ...
+        np.testing.assert_array_equal(np.asarray(d["graph"][r]), runner_graph)  # ...the draw is the runner's
+        np.testing.assert_array_equal(np.asarray(ms_data.graph_of(keys[r], ds)), runner_graph)
