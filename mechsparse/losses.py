@@ -1,5 +1,6 @@
 """The objective: the ELBO (normalised per observed coordinate, as in Lachapelle et al.'s
-code) plus graph sparsity as a penalty or as a constraint solved by dual ascent."""
+code) plus graph sparsity as a penalty or as a constraint solved by dual ascent. The KL
+terms are :func:`mechind.core.training.gaussian_kl`."""
 
 from __future__ import annotations
 
@@ -9,11 +10,6 @@ import jax.numpy as jnp
 from mechind.core.nets import gaussian_log_prob
 
 Array = jax.Array
-
-
-def gaussian_kl(mean_q: Array, var_q: Array, mean_p: Array, var_p: Array) -> Array:
-    """``KL(N(mean_q, var_q) || N(mean_p, var_p))`` per coordinate (same shape as the inputs)."""
-    return 0.5 * (jnp.log(var_p) - jnp.log(var_q) + (var_q + (mean_q - mean_p) ** 2) / var_p - 1.0)
 
 
 def reconstruction_nll(x: Array, x_hat: Array, obs_std: Array) -> Array:

@@ -11,6 +11,11 @@ number of edges (the bound annealed linearly from the full graph, a Lagrange mul
 by projected gradient ascent, reset when the constraint holds); ``learn_mask = 0``
 freezes the mask at the full graph (their unregularised baseline, ``--freeze_gc``).
 
+The step is the core's (:mod:`mechind.core.training`): a ``TrainState`` whose ``extra`` is
+the Lagrange multiplier, one Adam per task (the mask logits' updates scaled by
+``mask_lr_mult``) with each run's lr injected, step ``i``'s (minibatch, noise) keys
+``split(fold_in(key, i))``.
+
     from mechsparse import train
     state, metrics = train.train(jax.random.PRNGKey(0), train.Config(num_steps=2000), bound=20.0)
 """
@@ -26,7 +31,7 @@ import numpy as np
 import optax
 
 from mechind.core import metrics as core_metrics
-from mechind.core import rng, runner
+from mechind.core import runner, training
 from mechind.core.nets import INITS
 from mechsparse import data as ms_data
 from mechsparse import losses, metrics, models
@@ -98,16 +103,7 @@ class HParams(NamedTuple):
     coeff: Array  # penalty weight (0: none)
     bound: Array  # target of the edge-count constraint (full_edges: none)
     learn_mask: Array  # 1: learn the graph; 0: the full graph, frozen (no regularisation)
-    lr: Array  # Adam step size
-
-
-class TrainState(NamedTuple):
-    """One run's state (a pytree)."""
-
-    params: dict
-    opt: optax.OptState
-    multiplier: Array  # the constraint's Lagrange multiplier (>= 0)
-    key: Array  # raw key data; step i draws from fold_in(key, i)
+    lr: Array  # Adam step size (injected into the optimizer's state by init_state)
 
 
 def hparams(config: Config, coeffs=(0.0,), bounds=None, learn_masks=None, lrs=None) -> HParams:
@@ -139,6 +135,12 @@ def make_model(config: Config) -> models.Model:
                         config.decoder_log_var_init, config.init)
 
 
+def optimizer(config: Config) -> optax.GradientTransformation:
+    """Adam (each run's lr injected by :func:`init_state`), the mask logits' updates
+    multiplied by ``mask_lr_mult``; built once per task."""
+    return training.adam(scale_leaves={"log_alpha": config.mask_lr_mult})
+
+
 def elbo_terms(model: models.Model, params: dict, x: Array, a: Array, mask: Array, key: Array,
                kind: str) -> tuple[Array, Array]:
     """``(reconstruction, kl)`` of a minibatch, each per observed coordinate (theirs).
@@ -155,25 +157,25 @@ def elbo_terms(model: models.Model, params: dict, x: Array, a: Array, mask: Arra
     obs_dim = x.shape[-1]
     if kind == "action":
         mean_p, var_p = model.apply(v, a, mask, method=models.Model.transition)
-        kl = losses.gaussian_kl(mean_q[:, 0], var_q[:, 0], mean_p, var_p).sum(-1)
+        kl = training.gaussian_kl(mean_q[:, 0], var_q[:, 0], mean_p, var_p).sum(-1)
     else:
         mean_p, var_p = model.apply(v, z[:, 0], mask, method=models.Model.transition)
-        kl1 = losses.gaussian_kl(mean_q[:, 1], var_q[:, 1], mean_p, var_p).sum(-1)
+        kl1 = training.gaussian_kl(mean_q[:, 1], var_q[:, 1], mean_p, var_p).sum(-1)
         m0, v0 = model.apply(v, method=models.Model.initial)
-        kl0 = losses.gaussian_kl(mean_q[:, 0], var_q[:, 0], m0, v0).sum(-1)
+        kl0 = training.gaussian_kl(mean_q[:, 0], var_q[:, 0], m0, v0).sum(-1)
         kl = 0.5 * (kl1 + kl0)
     return rec, jnp.mean(kl) / obs_dim
 
 
-def objective(model: models.Model, config: Config, params: dict, batch: dict, hp: HParams,
+def objective(config: Config, model: models.Model, params: dict, batch: dict, hp: HParams,
               multiplier: Array, bound: Array, key: Array) -> tuple[Array, dict]:
     """The minimised Lagrangian ``rec + beta kl + penalty + multiplier * (edges - bound)``
-    and its parts. The mask is one Gumbel-sigmoid sample for the whole minibatch (theirs);
-    with ``learn_mask = 0`` it is the full graph."""
+    of a minibatch (``x_train``, ``a_train``) and its parts. The mask is one Gumbel-sigmoid
+    sample for the whole minibatch (theirs); with ``learn_mask = 0`` it is the full graph."""
     k_mask, k_z = jax.random.split(key)
     sample = models.gumbel_sigmoid(k_mask, params["log_alpha"], config.tau, config.hard)
     mask = hp.learn_mask * sample + (1.0 - hp.learn_mask)
-    rec, kl = elbo_terms(model, params, batch["x"], batch["a"], mask, k_z, config.data.kind)
+    rec, kl = elbo_terms(model, params, batch["x_train"], batch["a_train"], mask, k_z, config.data.kind)
     count = losses.edge_count(params["log_alpha"])
     penalty = losses.sparsity_penalty(params["log_alpha"], hp.coeff, config.data.obs_dim)
     defect = count - bound
@@ -181,20 +183,17 @@ def objective(model: models.Model, config: Config, params: dict, batch: dict, hp
     return total, {"rec": rec, "kl": kl, "edges": count, "defect": defect}
 
 
-def train_step(model: models.Model, config: Config, state: TrainState, data: dict, hp: HParams,
-               i: Array) -> tuple[TrainState, Array]:
-    """One step: the primal Adam step on the Lagrangian and the multiplier's ascent, from
-    the same minibatch (simultaneous, as their cooper setup)."""
-    k_batch, k_obj = jax.random.split(jax.random.fold_in(rng.from_data(state.key), i))
-    idx = jax.random.randint(k_batch, (config.batch_size,), 0, config.num_train)
-    batch = {"x": data["x_train"][idx], "a": data["a_train"][idx]}
+def train_step(config: Config, model: models.Model, tx: optax.GradientTransformation, state: training.TrainState,
+               data: dict, hp: HParams, i: Array) -> tuple[training.TrainState, Array]:
+    """One step: the primal Adam step on the Lagrangian and the multiplier's ascent
+    (``state.extra``), from the same minibatch (simultaneous, as their cooper setup)."""
+    k_batch, k_obj = training.step_keys(state.key, i)
+    batch = training.minibatch(k_batch, data, ("x_train", "a_train"), config.batch_size, config.num_train)
     bound = losses.annealed_bound(i, float(config.full_edges), hp.bound, int(config.anneal_frac * config.num_steps))
     (loss, parts), grads = jax.value_and_grad(objective, argnums=2, has_aux=True)(
-        model, config, state.params, batch, hp, state.multiplier, bound, k_obj)
-    updates, opt = optax.adam(hp.lr).update(grads, state.opt, state.params)
-    updates = {**updates, "log_alpha": config.mask_lr_mult * updates["log_alpha"]}
-    multiplier = losses.dual_update(state.multiplier, parts["defect"], config.dual_lr, config.dual_restarts)
-    return TrainState(optax.apply_updates(state.params, updates), opt, multiplier, state.key), loss
+        config, model, state.params, batch, hp, state.extra, bound, k_obj)
+    multiplier = losses.dual_update(state.extra, parts["defect"], config.dual_lr, config.dual_restarts)
+    return training.apply_gradients(tx, state, grads, extra=multiplier), loss
 
 
 def data_key(key: Array) -> Array:
@@ -202,46 +201,78 @@ def data_key(key: Array) -> Array:
     return jax.random.fold_in(key, 0)
 
 
-def make_data(config: Config, key: Array) -> dict:
-    """Training and validation arrays of one seed (pure; the runner regenerates them on resume)."""
-    d = ms_data.sample(data_key(key), config.data, config.num_train + config.num_val)
-    n = config.num_train
-    return {"x_train": d["x"][:n], "a_train": d["a"][:n], "x_val": d["x"][n:], "z_val": d["z"][n:],
-            "a_val": d["a"][n:], "graph": d["graph"]}
+GIVEN = ("x", "z", "a", "graph")  # what a given dataset holds (as Spec.sample returns them)
 
 
-def init_state(model: models.Model, config: Config, key: Array, data: dict, hp: HParams) -> TrainState:
+def make_data(config: Config, key: Array, given: dict | None = None) -> dict:
+    """Training and validation arrays of one seed: the first ``num_train`` samples train,
+    the next ``num_val`` score. Drawn from ``config.data`` with the seed's data key, or
+    split from ``given`` (``x [N, T, d_x]``, ``z [N, T, d_z]``, ``a [N, d_p]``,
+    ``graph [d_z, d_p]``, as :meth:`mechsparse.data.Spec.sample` returns them, N =
+    ``num_train + num_val``: a host-drawn or a user's dataset). Pure; the runner
+    regenerates it on resume."""
+    n, total = config.num_train, config.num_train + config.num_val
+    d = config.data.sample(data_key(key), total) if given is None else check_given(config, given)
+    return {"x_train": d["x"][:n], "a_train": d["a"][:n], "x_val": d["x"][n:total], "z_val": d["z"][n:total],
+            "a_val": d["a"][n:total], "graph": d["graph"]}
+
+
+def check_given(config: Config, given: dict) -> dict:
+    """``given`` if its arrays have the shapes ``config`` compiles for, else a clear error
+    (shapes are static: this runs once, while tracing)."""
+    s = config.data
+    total = config.num_train + config.num_val
+    want = {"x": (total, s.steps, s.obs_dim), "z": (total, s.steps, s.latent_dim), "a": (total, s.parent_dim),
+            "graph": (s.latent_dim, s.parent_dim)}
+    missing = [k for k in GIVEN if k not in given]
+    if missing:
+        raise ValueError(f"a given dataset needs {', '.join(GIVEN)}; missing {', '.join(missing)}")
+    for k, shape in want.items():
+        if tuple(given[k].shape) != shape:
+            raise ValueError(f"given {k} has shape {tuple(given[k].shape)}; this config needs {shape} "
+                             f"(num_train + num_val = {total}, {s.kind} data)")
+    return given
+
+
+def init_state(config: Config, model: models.Model, tx: optax.GradientTransformation, key: Array, data: dict,
+               hp: HParams) -> training.TrainState:
+    """Initial weights from ``fold_in(key, 1)``, the step key ``fold_in(key, 2)``, the
+    multiplier (``extra``) at 0."""
     x0 = data["x_train"][0, 0]
     params = model.init(jax.random.fold_in(key, 1), x0, jnp.zeros((config.data.parent_dim,)))["params"]
-    return TrainState(params, optax.adam(hp.lr).init(params), jnp.zeros(()), rng.to_data(jax.random.fold_in(key, 2)))
+    return training.init_state(tx, params, hp.lr, jax.random.fold_in(key, 2), extra=jnp.zeros(()))
 
 
-def evaluate(model: models.Model, config: Config, state: TrainState, data: dict, hp: HParams) -> dict:
+def evaluate(config: Config, model: models.Model, state: training.TrainState, data: dict, hp: HParams) -> dict:
     """Held-out metrics of one run: the |correlation| matrix of the posterior means with the
-    true latents (every time step), the edge probabilities, the true graph, the ELBO terms
-    at the learned graph's expected mask, and the latent scale."""
+    true latents (every time step), the affine fit's R², the edge probabilities, the true
+    graph, the ELBO terms at the learned graph's expected mask, the latent scale and the
+    multiplier."""
     p = state.params
+    s = config.data
     x = data["x_val"]
     mean_q, _ = model.apply({"params": p}, x, method=models.Model.encode)
-    s = config.data
-    corr = core_metrics.correlation_matrix(data["z_val"].reshape(-1, s.latent_dim), mean_q.reshape(-1, s.latent_dim))
+    z_true, z_hat = data["z_val"].reshape(-1, s.latent_dim), mean_q.reshape(-1, s.latent_dim)
     probs = models.edge_probabilities(p["log_alpha"])
     mask = hp.learn_mask * probs + (1.0 - hp.learn_mask)
     rec, kl = elbo_terms(model, p, x, data["a_val"], mask, jax.random.PRNGKey(0), s.kind)
-    z_true = data["z_val"].reshape(-1, s.latent_dim)
-    return {"corr": corr, "linear_r2": metrics.linear_r2(z_true, mean_q.reshape(-1, s.latent_dim)), "edge_probs": probs, "graph": data["graph"], "val_rec": rec, "val_kl": kl,
-            "latent_std": jnp.std(mean_q.reshape(-1, s.latent_dim), 0).mean(), "multiplier": state.multiplier}
+    return {"corr": core_metrics.correlation_matrix(z_true, z_hat), "linear_r2": metrics.linear_r2(z_true, z_hat),
+            "edge_probs": probs, "graph": data["graph"], "val_rec": rec, "val_kl": kl,
+            "latent_std": jnp.std(z_hat, 0).mean(), "multiplier": state.extra}
 
 
 def make_task(config: Config) -> runner.Task:
-    """The :class:`~mechind.core.runner.Task` of ``config`` (per-run :class:`HParams`)."""
+    """The :class:`~mechind.core.runner.Task` of ``config``: the module-level functions
+    above bound to it, its model and its optimizer (built once). Per-run :class:`HParams`;
+    ``given`` (``runner.run_group(..., given=...)``): see :func:`make_data`."""
     model = make_model(config)
+    tx = optimizer(config)
     s = config.data
     return runner.Task(
-        make_data=lambda key, given: make_data(config, key),
-        init=lambda key, data, hp: init_state(model, config, key, data, hp),
-        step=lambda state, data, hp, i: train_step(model, config, state, data, hp, i),
-        evaluate=lambda state, data, hp: evaluate(model, config, state, data, hp),
+        make_data=lambda key, given: make_data(config, key, given),
+        init=lambda key, data, hp: init_state(config, model, tx, key, data, hp),
+        step=lambda state, data, hp, i: train_step(config, model, tx, state, data, hp, i),
+        evaluate=lambda state, data, hp: evaluate(config, model, state, data, hp),
         num_steps=config.num_steps, name=f"{s.kind}/{s.graph}")
 
 
@@ -261,7 +292,7 @@ def finish(m: dict, kind: str) -> dict:
 
 
 def train(key: Array, config: Config, coeff: float = 0.0, bound: float | None = None,
-          learn_mask: bool = True) -> tuple[TrainState, dict]:
+          learn_mask: bool = True) -> tuple[training.TrainState, dict]:
     """One run as a pure function: ``(state, metrics)`` with ``mcc`` and ``shd``."""
     hp = jax.tree.map(lambda v: v[0], hparams(config, [coeff], None if bound is None else [bound],
                                                [float(learn_mask)]))
