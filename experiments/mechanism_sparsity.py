@@ -11,6 +11,7 @@ true latents' best linear mixing a dense graph allows: compare with ``none``.
 
     python -m experiments.mechanism_sparsity --preset quick
     python -m experiments.mechanism_sparsity --kinds action --coeffs 0.5 1 2 --bound-ratios 0.5 1 2 --seeds 5
+    python -m experiments.mechanism_sparsity --kinds action --num-steps 60000 --num-train 50000
 
 Writes ``results.jsonl``, ``table.md`` / ``table.csv`` and ``mcc_shd.png``.
 The authors' logs at paper scale (10⁶ samples, 300k iterations): action, non-trivial
@@ -21,6 +22,7 @@ non-trivial graph, about 0.8 at best.
 from __future__ import annotations
 
 import dataclasses
+import functools
 from pathlib import Path
 
 import jax
@@ -29,41 +31,56 @@ import numpy as np
 from experiments import framework, sweep
 from experiments.framework import setting
 from mechind.core import report, rng
+from mechind.core.nets import INITS
 from mechsparse import data as ms_data
 from mechsparse import train
 
 NONE = "none"
 
 
+def default(cls: type, name: str):
+    """The pipeline's own default of its setting ``name`` (defaults live in one place)."""
+    return next(f.default for f in dataclasses.fields(cls) if f.name == name)
+
+
 @dataclasses.dataclass(frozen=True)
 class Config:
-    """Every setting of the experiment; presets are instances (validated on construction)."""
+    """What the experiment sweeps, and the pipeline's settings it exposes, under their
+    names in :class:`mechsparse.train.Config` and :class:`mechsparse.data.Spec` (whose
+    defaults these are; presets override them). Validated on construction."""
 
+    # what the experiment sweeps
     kinds: tuple[str, ...] = setting(("action", "time"), "dataset kinds", choices=ms_data.KINDS)
     action_graph: str = setting("cyclic", "G^a of the action data", choices=ms_data.GRAPHS["action"])
     time_graph: str = setting("lower", "G^z of the time data", choices=ms_data.GRAPHS["time"])
-    density: float = setting(0.3, "edge probability of a random graph")
-    mean: str = setting("sin", "mechanism mean: sin (theirs) or linear (no sufficient variability)",
-                        choices=ms_data.MEANS)
-    heteroscedastic: bool = setting(False, "variance depends on the parents too (their k=2)")
-    latent_dim: int = setting(10, "d_z (= d_a)")
-    obs_dim: int = setting(20, "d_x (and the mixing's width)")
     coeffs: tuple[float, ...] = setting((1.0,), "penalty coefficients (one run each)")
     bound_ratios: tuple[float, ...] = setting((1.0,), "constraint bounds, as multiples of the true edge count")
     seeds: int = setting(5, "number of seeds (data, mixing and initialisation)")
-    steps: int = setting(20_000, "training steps per run")
-    num_train: int = setting(20_000, "training samples")
-    num_val: int = setting(4_000, "held-out samples for MCC")
-    hidden: tuple[int, ...] = setting((128, 128), "encoder and decoder hidden widths")
-    transition_hidden: tuple[int, ...] = setting((32, 32), "hidden widths of each latent's transition MLP")
-    batch_size: int = setting(32, "minibatch size")
-    lr: float = setting(3e-3, "Adam step size")
-    mask_lr_mult: float = setting(2.0, "the mask logits' step size as a multiple of lr")
-    anneal_frac: float = setting(0.5, "share of training over which the bound falls to its target")
-    hard: bool = setting(False, "straight-through (hard) Gumbel-sigmoid masks instead of soft")
-    init: str = setting("lecun", "weight initialisation: lecun (flax) or torch (PyTorch's nn.Linear, as theirs)",
-                        choices=("lecun", "torch"))
     chunk_steps: int = setting(5_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
+    # the dataset's settings (mechsparse.data.Spec)
+    latent_dim: int = setting(default(ms_data.Spec, "latent_dim"), "d_z (= d_a)")
+    obs_dim: int = setting(default(ms_data.Spec, "obs_dim"), "d_x (and the mixing's width)")
+    density: float = setting(default(ms_data.Spec, "density"), "edge probability of a random graph")
+    mean: str = setting(default(ms_data.Spec, "mean"),
+                        "mechanism mean: sin (theirs) or linear (no sufficient variability)", choices=ms_data.MEANS)
+    heteroscedastic: bool = setting(default(ms_data.Spec, "heteroscedastic"),
+                                    "variance depends on the parents too (their k=2)")
+    # the training's settings (mechsparse.train.Config)
+    num_steps: int = setting(default(train.Config, "num_steps"), "training steps per run")
+    num_train: int = setting(default(train.Config, "num_train"), "training samples")
+    num_val: int = setting(default(train.Config, "num_val"), "held-out samples for MCC")
+    hidden: tuple[int, ...] = setting(default(train.Config, "hidden"), "encoder and decoder hidden widths")
+    transition_hidden: tuple[int, ...] = setting(default(train.Config, "transition_hidden"),
+                                                 "hidden widths of each latent's transition MLP")
+    batch_size: int = setting(default(train.Config, "batch_size"), "minibatch size")
+    lr: float = setting(default(train.Config, "lr"), "Adam step size")
+    mask_lr_mult: float = setting(default(train.Config, "mask_lr_mult"),
+                                  "the mask logits' step size as a multiple of lr")
+    anneal_frac: float = setting(default(train.Config, "anneal_frac"),
+                                 "share of training over which the bound falls to its target")
+    hard: bool = setting(default(train.Config, "hard"), "straight-through (hard) Gumbel-sigmoid masks instead of soft")
+    init: str = setting(default(train.Config, "init"),
+                        "weight initialisation: lecun (flax) or torch (PyTorch's nn.Linear, as theirs)", choices=INITS)
 
     def __post_init__(self):
         framework.validate(
@@ -76,24 +93,20 @@ class Config:
             self.train_config(kind)
 
     def spec(self, kind: str) -> ms_data.Spec:
-        return ms_data.Spec(kind=kind, graph=self.action_graph if kind == "action" else self.time_graph,
-                            latent_dim=self.latent_dim, obs_dim=self.obs_dim, density=self.density,
-                            mean=self.mean, heteroscedastic=self.heteroscedastic)
+        graph = self.action_graph if kind == "action" else self.time_graph
+        return ms_data.Spec(kind=kind, graph=graph, **framework.overrides(self, ms_data.Spec))
 
     def train_config(self, kind: str) -> train.Config:
-        return train.Config(data=self.spec(kind), num_train=self.num_train, num_val=self.num_val,
-                            hidden=self.hidden, transition_hidden=self.transition_hidden,
-                            batch_size=self.batch_size, num_steps=self.steps, lr=self.lr,
-                            mask_lr_mult=self.mask_lr_mult, anneal_frac=self.anneal_frac, hard=self.hard,
-                            init=self.init)
+        return train.Config(data=self.spec(kind), **framework.overrides(self, train.Config))
 
 
 PRESETS = {
     # CPU, about 5 minutes (action about 2): 5 seeds, narrower nets, 20k samples, 20k steps of batch 32
-    "quick": Config(),
+    "quick": Config(num_steps=20_000, hidden=(128, 128), transition_hidden=(32, 32), batch_size=32, lr=3e-3,
+                    mask_lr_mult=2.0),
     # their protocol (meant for a GPU): 10⁶ samples, 6 x 512 encoder/decoder, 5 x 512
     # transition nets, batch 1024, Adam 5e-4, 300k iterations, bound annealed over 150k
-    "paper": Config(steps=300_000, num_train=800_000, num_val=100_000, hidden=(512,) * 6,
+    "paper": Config(num_steps=300_000, num_train=800_000, num_val=100_000, hidden=(512,) * 6,
                     transition_hidden=(512,) * 5, batch_size=1024, lr=5e-4, mask_lr_mult=1.0,
                     coeffs=(0.5, 1.0, 2.0), bound_ratios=(0.5, 1.0, 2.0), chunk_steps=25_000),
 }
@@ -107,10 +120,6 @@ def regimes(c: Config, true_edges: int, full: int) -> list[dict]:
     out += [{"regime": f"bound {r:g}x true", "coeff": 0.0, "bound": float(min(full, r * true_edges)),
              "learn_mask": 1.0} for r in c.bound_ratios]
     return out
-
-
-def finish_for(kind: str):
-    return lambda m: train.finish(m, kind)
 
 
 def build_groups(c: Config) -> list[sweep.Group]:
@@ -128,9 +137,10 @@ def build_groups(c: Config) -> list[sweep.Group]:
                 keys.append(key)
         hp = train.hparams(cfg, [r["coeff"] for r in runs], [r["bound"] for r in runs],
                            [r["learn_mask"] for r in runs])
-        gkey = {"kind": kind, "config": dataclasses.asdict(cfg), "generator": ms_data.GENERATOR_VERSION}
+        gkey = {"kind": kind, "config": dataclasses.asdict(cfg), "generator": cfg.data.version}
         groups.append(sweep.Group(key=gkey, make_task=lambda cfg=cfg: train.make_task(cfg),
-                                  keys=jax.numpy.stack(keys), hparams=hp, runs=runs, finish=finish_for(kind)))
+                                  keys=jax.numpy.stack(keys), hparams=hp, runs=runs,
+                                  finish=functools.partial(train.finish, kind=kind)))
     return groups
 
 
@@ -181,11 +191,11 @@ def write_report(records: list[dict], c: Config, out: Path, info: dict) -> str:
     graphs = ", ".join(f"{k}: {c.spec(k).graph} ({'/'.join(map(str, true_e[k]))} edges of "
                        f"{c.latent_dim * c.latent_dim})" for k in c.kinds)
     header = (f"# Mechanism sparsity: MCC and graph recovery ({info['preset']} preset)\n\n"
-              f"Lachapelle et al.'s synthetic protocol (mechsparse.data v{ms_data.GENERATOR_VERSION}): "
+              f"Lachapelle et al.'s synthetic protocol (mechsparse.data v{ms_data.Spec.version}): "
               f"d_z = {c.latent_dim}, d_x = {c.obs_dim}, {c.mean} mechanism"
               + (", heteroscedastic" if c.heteroscedastic else "") + f"; graphs {graphs}. "
               f"{c.num_train} training samples, encoder/decoder {c.hidden}, transition MLPs {c.transition_hidden}, "
-              f"batch {c.batch_size}, Adam {c.lr:g} (mask logits x{c.mask_lr_mult:g}), {c.steps} steps, bound "
+              f"batch {c.batch_size}, Adam {c.lr:g} (mask logits x{c.mask_lr_mult:g}), {c.num_steps} steps, bound "
               f"annealed over {c.anneal_frac:.0%}, {'hard' if c.hard else 'soft'} Gumbel masks; {c.seeds} seeds; "
               f"device {dev['backend']} ({dev['device_kind']} x{dev['device_count']}); train time "
               f"{sum(r['train_s_per_run'] for r in records):.0f}s over {len(records)} runs, this invocation "

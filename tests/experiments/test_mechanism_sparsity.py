@@ -6,9 +6,11 @@ import pytest
 from experiments import __main__ as main_job
 from experiments import mechanism_sparsity as ms
 from mechind.core import report, rng
+from mechsparse import data as ms_data
+from mechsparse import train
 
 TINY = ["--latent-dim", "3", "--obs-dim", "6", "--num-train", "256", "--num-val", "64", "--hidden", "8",
-        "--transition-hidden", "8", "--batch-size", "16", "--steps", "20", "--chunk-steps", "10", "--seeds", "2",
+        "--transition-hidden", "8", "--batch-size", "16", "--num-steps", "20", "--chunk-steps", "10", "--seeds", "2",
         "--no-progress"]
 
 
@@ -45,6 +47,21 @@ def test_bad_settings_fail_before_compiling(tmp_path, bad):
         ms.main(TINY + ["--out", str(tmp_path)] + bad)
     assert e.value.code == 2
     assert not (tmp_path / "results.jsonl").exists()
+
+
+def test_defaults_live_in_the_pipeline():
+    """The experiment's settings are the pipeline's, by name and default; its presets
+    override some, and the quick preset trains exactly the configuration its README
+    numbers come from."""
+    assert ms.Config().train_config("action") == train.Config(data=ms_data.Spec("action", "cyclic"))
+    assert ms.Config().train_config("time") == train.Config(data=ms_data.Spec("time", "lower"))
+    quick = ms.PRESETS["quick"].train_config("action")
+    assert quick == train.Config(data=ms_data.Spec("action", "cyclic"), num_steps=20_000, hidden=(128, 128),
+                                 transition_hidden=(32, 32), batch_size=32, lr=3e-3, mask_lr_mult=2.0)
+    fields = {f.name for f in dataclasses.fields(ms.Config)}
+    pipeline = {f.name for f in dataclasses.fields(train.Config)} | {f.name for f in dataclasses.fields(ms_data.Spec)}
+    own = {"kinds", "action_graph", "time_graph", "coeffs", "bound_ratios", "seeds", "chunk_steps"}
+    assert fields - own <= pipeline  # every other setting is the pipeline's, under its name
 
 
 def test_registered_in_the_main_job():
