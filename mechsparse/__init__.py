@@ -4,10 +4,10 @@ sparse learned graph of their dynamics (action -> latent G^a, or z⁰ -> z¹ G^z
 Built on the shared core (:mod:`mechind.core`: runner, metrics, nets) and nothing else:
 
 ==========  ==============================================================
-``data``    their synthetic protocol: graphs, mechanisms, the orthogonal leaky-ReLU mixing
+``data``    their synthetic protocol (``Spec``, the dataset ``"mechanism_sparsity"``): graphs, mechanisms, the mixing
 ``models``  Gaussian encoder/decoder, the Gumbel-sigmoid-masked transition prior
 ``losses``  per-coordinate ELBO, the sparsity penalty, the annealed bound, the dual ascent
 ``metrics`` SHD of a learned graph under the MCC matching
-``train``   config, per-run hyper-parameters, the runner task, ``train(key, config)``
+``train``   config, per-run hyper-parameters, the core's training step, the runner task, ``finish``, ``train``
 ==========  ==============================================================
 """
