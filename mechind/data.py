@@ -120,15 +120,18 @@ class SlotSpec(datasets.Dataset):
 
     def sample_with_mixing(self, key: Array, num_samples: int) -> dict:
         """:meth:`sample`'s arrays and the mixing weights they came from (``"mixing"``,
-        :func:`sample_mixing`): pure and vmappable."""
+        :func:`sample_mixing`): pure and vmappable. Drawn in the pipelines' random mode
+        (:func:`mechind.core.rng.fast_compile`), so a key draws the same data eagerly, under
+        ``jit``/``vmap`` and inside a run."""
         if not isinstance(num_samples, (int, np.integer)) or num_samples < 1:
             raise ValueError(f"num_samples must be a whole number >= 1, got {num_samples!r}")
-        kg, kz, kc, kn = jax.random.split(key, 4)
-        params = sample_mixing(kg, self)
-        z = sample_latents(kz, self, num_samples, cov_key=kc)
-        x = jax.vmap(functools.partial(mix, params))(z.reshape(num_samples, -1))
-        if self.noise_std > 0:
-            x = x + self.noise_std * jax.random.normal(kn, x.shape)
+        with rng.fast_compile():  # the pipeline's random mode, wherever this is called or traced
+            kg, kz, kc, kn = jax.random.split(key, 4)
+            params = sample_mixing(kg, self)
+            z = sample_latents(kz, self, num_samples, cov_key=kc)
+            x = jax.vmap(functools.partial(mix, params))(z.reshape(num_samples, -1))
+            if self.noise_std > 0:
+                x = x + self.noise_std * jax.random.normal(kn, x.shape)
         return {"x": x, "z": z, "support": jnp.asarray(latent_mask(self)), "mixing": params}
 
     def sample(self, key: Array, num_samples: int) -> dict:
@@ -241,9 +244,14 @@ class SlotDraw:
     spec: SlotSpec
 
 
+@functools.partial(jax.jit, static_argnums=(0, 2))
+def _sample_with_mixing(spec: SlotSpec, key: Array, num_samples: int) -> dict:
+    return spec.sample_with_mixing(key, num_samples)
+
+
 def make_slot_data(key: Array, spec: SlotSpec, num_samples: int) -> SlotDraw:
     """``spec.sample(key, num_samples)`` (the same numbers) with its mixing as a function."""
-    arr = jax.jit(rng.traced_in_fast_mode(spec.sample_with_mixing), static_argnums=1)(key, num_samples)
+    arr = _sample_with_mixing(spec, key, num_samples)
     return SlotDraw(arr["z"], arr["x"], functools.partial(mix, arr["mixing"]), spec.support, arr["mixing"], spec)
 
 

@@ -93,8 +93,8 @@ def test_bad_spec(kw, match):
 
 def test_slots_is_a_registered_dataset_whose_draw_is_the_mixing_of_its_latents():
     """``datasets.make("slots", ...)`` is a SlotSpec; ``sample`` returns x, z and the
-    latent-level support, with x the mixing (written out here in numpy) of z, and the same
-    numbers as the draw that also returns the mixing."""
+    latent-level support, with x the mixing (written out here in numpy) of z; the same
+    numbers as the draw that also returns the mixing, eagerly or compiled."""
     ds = datasets.make("slots", num_slots=2, overlap=0.25)
     assert isinstance(ds, data.SlotSpec) and ds == data.SlotSpec(2, overlap=0.25)
     assert "slots" in datasets.names() and ds.name == "slots" and ds.traceable and ds.version == 1
@@ -102,30 +102,26 @@ def test_slots_is_a_registered_dataset_whose_draw_is_the_mixing_of_its_latents()
                              "obs_per_slot": 20, "overlap": 0.25, "layout": "chain", "dependent": False,
                              "noise_std": 0.0}
     key = jax.random.PRNGKey(11)
-    d = ds.sample(key, 50)
+    d = jax.jit(ds.sample, static_argnums=1)(key, 50)
     assert set(d) == {"x", "z", "support"}
     assert d["x"].shape == (50, ds.obs_dim) == (50, 35) and d["z"].shape == (50, 2, 3)
     np.testing.assert_array_equal(d["support"], np.repeat(ds.support, 3, axis=1))
-    w = ds.sample_with_mixing(key, 50)["mixing"]
-    w1, w2 = np.asarray(w["w1"], np.float64), np.asarray(w["w2"], np.float64)
+    drawn = data.make_slot_data(key, ds, 50)
+    np.testing.assert_array_equal(drawn.x, d["x"])
+    np.testing.assert_array_equal(drawn.z, d["z"])
+    eager = ds.sample(key, 50)  # the same random stream outside jit
+    np.testing.assert_array_equal(eager["z"], d["z"])
+    np.testing.assert_allclose(eager["x"], d["x"], rtol=1e-5, atol=1e-6)
+    both = datasets.draw(ds, jnp.stack([jax.random.PRNGKey(3), key]), 50)  # one dataset per key, stacked
+    assert both["x"].shape == (2, 50, 35) and both["support"].shape == (2, 35, 6)
+    np.testing.assert_allclose(both["x"][1], d["x"], rtol=1e-6)
+    assert not np.allclose(both["x"][0], d["x"])
+    with pytest.raises(ValueError, match="num_samples"):
+        ds.sample(key, 0)
+    w1, w2 = np.asarray(drawn.params["w1"], np.float64), np.asarray(drawn.params["w2"], np.float64)
     leaky = lambda a: np.where(a > 0, a, 0.2 * a)  # noqa: E731
     x = leaky(leaky(np.asarray(d["z"], np.float64).reshape(50, 6) @ w1.T) @ w2.T)
     np.testing.assert_allclose(d["x"], x, rtol=1e-5, atol=1e-6)
     # zeros of the mixing weights are exactly the prescribed structure
     np.testing.assert_array_equal(w2 != 0, d["support"])
     np.testing.assert_array_equal(w1 != 0, np.kron(np.eye(2), np.ones((3, 3))) > 0)
-    drawn = data.make_slot_data(key, ds, 50)
-    np.testing.assert_array_equal(drawn.x, d["x"])
-    np.testing.assert_array_equal(drawn.z, d["z"])
-    np.testing.assert_array_equal(drawn.x, jax.vmap(drawn.generator)(drawn.z.reshape(50, -1)))
-
-
-def test_draw_stacks_one_dataset_per_key():
-    ds = data.SlotSpec(2, obs_per_slot=6)
-    keys = jnp.stack([jax.random.PRNGKey(0), jax.random.PRNGKey(1)])
-    both = datasets.draw(ds, keys, 20)
-    assert both["x"].shape == (2, 20, ds.obs_dim) and both["support"].shape == (2, ds.obs_dim, 6)
-    for i in range(2):
-        np.testing.assert_allclose(both["x"][i], ds.sample(keys[i], 20)["x"], rtol=1e-6)
-    with pytest.raises(ValueError, match="num_samples"):
-        ds.sample(keys[0], 0)
