@@ -1,7 +1,8 @@
 """Mechanism sparsity (Lachapelle et al. 2022, arXiv 2107.10098): latents identified by a
 sparse learned graph of their dynamics (action -> latent G^a, or z⁰ -> z¹ G^z).
 
-Built on the shared core (:mod:`mechind.core`: runner, metrics, nets) and nothing else:
+Built on the shared core (:mod:`mechind.core`: runner, training, datasets, metrics, nets) and nothing
+else:
 
 ==========  ==============================================================
 ``data``    their synthetic protocol (``Spec``, the dataset ``"mechanism_sparsity"``): graphs, mechanisms, the mixing
