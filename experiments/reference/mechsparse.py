@@ -7,7 +7,7 @@ copy (never vendored): its ``ILCM_VAE`` (ELBO, Gaussian encoder/decoder, learned
 variance) and ``FCGaussianLatentModel`` (Gumbel-sigmoid masks, per-latent transition
 MLPs, independent prior variance). Shims, and nothing else:
 
-* the data are ours (:func:`mechsparse.data.sample`, the same protocol), so both fit
+* the data are ours (:meth:`mechsparse.data.Spec.sample`, the same protocol), so both fit
   exactly the same arrays;
 * ``numpy.product`` (removed in numpy 2, called by their ELBO) is ``numpy.prod``
   (:func:`experiments.reference.checkouts.import_mechsparse`);
@@ -108,10 +108,9 @@ def run_ours_from_their_init(tree: Path, config: train.Config, seed: int, regime
     """Our training loop (``mechsparse.train``) started from their initial weights: if this
     closes the gap to the reference, the difference is the initialisation, not the training."""
     import jax.numpy as jnp
-    import optax
     import torch
 
-    from mechind.core import runner
+    from mechind.core import runner, training
 
     reg = REGIMES[regime]
     task = train.make_task(config)
@@ -125,7 +124,7 @@ def run_ours_from_their_init(tree: Path, config: train.Config, seed: int, regime
     params = their_initial_params(*build_reference(tree, config, reg["learn"]), ours.params)
     if jax.tree.map(jnp.shape, params) != jax.tree.map(jnp.shape, ours.params):
         raise RuntimeError("their parameters do not map onto ours at these sizes")
-    state = train.TrainState(params, optax.adam(hp.lr).init(params), ours.multiplier, ours.key)
+    state = training.init_state(train.optimizer(config), params, hp.lr, ours.key, extra=ours.extra)
     final, _ = jax.jit(lambda st: runner.scan_steps(task, st, data, hp, jnp.int32(0), config.num_steps))(state)
     fin = train.finish(jax.device_get(task.evaluate(final, data, hp)), "action")
     return {"seed": seed, "regime": regime, "mcc": fin["mcc"], "shd": fin["shd"], "edges": fin["edges_learned"]}

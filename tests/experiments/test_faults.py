@@ -345,7 +345,7 @@ def test_a_read_only_out_after_a_partial_run_is_one_line_at_once(tmp_path):
 @pytest.mark.parametrize("argv, says", [
     (["-m", "experiments.criteria_hierarchy", "--tol", "-1"], "--tol: tol must be a positive"),
     (["-m", "experiments.mechind_overlap", "--max-runs-per-call", "0"], "must be >= 1, got 0"),
-    (["-m", "experiments.mechanism_sparsity", "--steps", "20.5"], "invalid int value"),
+    (["-m", "experiments.mechanism_sparsity", "--num-steps", "20.5"], "invalid int value"),
     (["-m", "experiments", "--only", "criteria_hierarchy", "--out", "{file}"], "is a file, not a folder"),
     (["-m", "experiments.criteria_hierarchy", "--out", "{file}"], "is a file, not a folder"),
     (["-m", "experiments.mechind_overlap", "--out", "{file}/sub"], "a part of that path is a file"),

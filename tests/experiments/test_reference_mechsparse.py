@@ -17,7 +17,7 @@ def test_reference_kl_equals_ours_and_it_trains(tmp_path):
     torch = pytest.importorskip("torch")
     from experiments.reference import checkouts, mechsparse
     from mechsparse import data as ms_data
-    from mechsparse import losses as ms_losses
+    from mechind.core import training
     from mechsparse import train as ms_train
 
     tree = checkouts.checkout(MECHSPARSE_REPO, tmp_path / "ref", checkouts.MECHSPARSE_MARKER,
@@ -30,7 +30,7 @@ def test_reference_kl_equals_ours_and_it_trains(tmp_path):
     theirs = lm.compute_kl(p_params, q_params.reshape(5, 6), None).detach().numpy()  # [5, 3]: KL(q || p) per latent
     mean_p, var_p = (t.detach().numpy() for t in lm.transform_p_params(p_params, None))
     mean_q, var_q = (t.detach().numpy() for t in lm.transform_q_params(q_params.reshape(5, 6)))
-    ours = np.asarray(ms_losses.gaussian_kl(mean_q, var_q, mean_p, var_p))[..., 0]
+    ours = np.asarray(training.gaussian_kl(mean_q, var_q, mean_p, var_p))[..., 0]
     np.testing.assert_allclose(theirs, ours, rtol=1e-4, atol=1e-5)
 
     cfg = ms_train.Config(data=ms_data.Spec("action", "cyclic", latent_dim=3, obs_dim=6), num_train=256, num_val=64,
