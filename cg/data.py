@@ -20,15 +20,14 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-from typing import Callable
+from typing import Callable, ClassVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechind.core import rng
-from mechind.core.nets import condition_number
-from mechind.core.nets import leaky  # slope 0.2, Brady et al.'s, shared with the models
+from mechind.core import datasets, rng
+from mechind.core.nets import condition_number, leaky  # leaky: slope 0.2, Brady et al.'s, shared with the models
 
 GENERATOR_VERSION = 1  # bump when a change to this module changes any drawn number
 
@@ -42,9 +41,11 @@ OFF_RANGE = (0.5, 1.5)  # |W_ij|, i != j, on the support
 LATENT_DISTS = ("gaussian", "laplace", "bimodal")
 
 
+@datasets.register("cg_domains")
 @dataclasses.dataclass(frozen=True)
-class DomainSpec:
-    """Shape of a multi-domain dataset; validated on construction.
+class DomainSpec(datasets.Dataset):
+    """Shape of a multi-domain dataset, and the dataset itself (``datasets.make("cg_domains",
+    num_domains=3, latent_dim=6)``; traceable: drawn with jax); validated on construction.
 
     Attributes:
       num_domains: number of domains (>= 1).
@@ -54,6 +55,8 @@ class DomainSpec:
         variance: "gaussian" (iVAE lineage), "laplace", or "bimodal" (+-0.95 plus
         N(0, 0.31^2)); the latter two make a conditional Gaussian prior misspecified.
     """
+
+    version: ClassVar[int] = GENERATOR_VERSION
 
     num_domains: int
     latent_dim: int
@@ -69,6 +72,14 @@ class DomainSpec:
             raise ValueError(f"density must lie in (0, 1], got {self.density}")
         if self.latent_dist not in LATENT_DISTS:
             raise ValueError(f"latent_dist must be one of {LATENT_DISTS}, got {self.latent_dist!r}")
+
+    def sample(self, key: Array, num_samples: int) -> dict:
+        """``{"x" [N, n], "z" [N, n], "u" int [N], "support" bool [n, n]}`` (:func:`sample_arrays`),
+        drawn in the pipelines' random mode (:func:`mechind.core.rng.fast_compile`), so a key
+        draws the same data eagerly, under ``jit``/``vmap`` and as :func:`make_domain_data` does."""
+        with rng.fast_compile():
+            arr = sample_arrays(key, self, num_samples)
+        return {"x": arr["x"], "z": arr["z"], "u": arr["u"], "support": arr["mixing"]["support"]}
 
     @property
     def num_edges(self) -> int:
@@ -168,7 +179,8 @@ def make_domain_data(key, num_domains: int, latent_dim: int, samples_per_domain:
     spec = DomainSpec(num_domains, latent_dim, density, latent_dist)
     if samples_per_domain < 1:
         raise ValueError(f"samples_per_domain must be >= 1, got {samples_per_domain}")
-    arr = jax.jit(rng.traced_in_fast_mode(sample_arrays), static_argnums=(1, 2))(key, spec, samples_per_domain * num_domains)
+    arr = jax.jit(rng.traced_in_fast_mode(sample_arrays), static_argnums=(1, 2))(key, spec,
+                                                                                 samples_per_domain * num_domains)
     return DomainData(arr["z"], arr["u"], arr["x"], functools.partial(mix, arr["mixing"]),
                       np.asarray(arr["mixing"]["support"]), arr["mu"], arr["sigma"], arr["mixing"], spec)
 

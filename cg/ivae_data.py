@@ -25,13 +25,19 @@ is post-nonlinear; say so wherever it is used.
 
 Everything here is host-side numpy (seeded ``numpy.random.default_rng``), so a dataset
 is a fixed array that any implementation (ours, or the PyTorch reference) can be run on.
+As a :class:`mechind.core.datasets.Dataset`: :class:`Protocol` (``datasets.make("ivae",
+num_segments=40)``), whose ``sample(key, N)`` is :func:`generate` of the key's numpy seed
+with ``N / num_segments`` points per segment.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
+
+from mechind.core import datasets
 
 ACTIVATIONS = ("xtanh", "lrelu", "none")
 SOURCE_DISTS = ("gauss", "lap")
@@ -247,3 +253,39 @@ def generate(seed: int, num_segments: int = 40, per_segment: int = 1_000, latent
     x = mlp_mix(weights, s, act)
     return IVAEData(s.astype(dtype), x.astype(dtype), u.astype(np.int32), centers, scales,
                     tuple(w.astype(dtype) for w in weights), support, act)
+
+
+@datasets.register("ivae")
+@dataclasses.dataclass(frozen=True)
+class Protocol(datasets.Dataset):
+    """iVAE's protocol as a dataset: the settings of :func:`generate` but the seed and the
+    number of points (``sample(key, N)``: ``N / num_segments`` per segment)."""
+
+    version: ClassVar[int] = GENERATOR_VERSION
+    traceable: ClassVar[bool] = False
+
+    num_segments: int = 40
+    latent_dim: int = 5
+    obs_dim: int | None = None
+    num_layers: int = 3
+    act: str = "xtanh"
+    dist: str = "gauss"
+    centered: bool = True
+    tied: bool = True
+    density: float = 1.0
+    cond_draws: int = 10_000
+
+    def draw(self, key, num_samples: int) -> IVAEData:
+        """The whole dataset of ``key`` (with its mixing): :func:`generate` of the key's
+        numpy seed."""
+        if num_samples < 1 or num_samples % self.num_segments:
+            raise ValueError(f"num_samples={num_samples} must be a positive multiple of "
+                             f"num_segments={self.num_segments}")
+        return generate(datasets.numpy_seed(key), self.num_segments, num_samples // self.num_segments,
+                        self.latent_dim, self.obs_dim, self.num_layers, self.act, self.dist, self.centered,
+                        self.tied, self.density, self.cond_draws)
+
+    def sample(self, key, num_samples: int) -> dict:
+        """``{"x" [N, d_x], "z" [N, n] (the sources), "u" int [N], "support" bool [d_x, n]}``."""
+        d = self.draw(key, num_samples)
+        return {"x": d.x, "z": d.s, "u": d.u, "support": d.support}

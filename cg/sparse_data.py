@@ -19,7 +19,7 @@ sweep redraws the mixing. Here every one of those is controlled:
   apart. ``python -m experiments.cg_l1_rotations --data sparse`` measures this (n = 5,
   d_x = 10, 10 mixings x 6 starts):
 
-  | density | min_row_edges | starts below the truth's L1 | mixings where the truth is not the minimum | log penalty: starts below |
+  | density | min_row_edges | starts below the truth's L1 | mixings with the truth not the minimum | log: starts below |
   |---|---|---|---|---|
   | 0.4 | 2 | 31/60 | (not counted) | 1/60 |
   | 0.25 | 2 | 15/60 | 5/10 | 0/60 |
@@ -61,9 +61,11 @@ fixed array that any estimator can be run on.
 from __future__ import annotations
 
 import dataclasses
+from typing import ClassVar
 
 import numpy as np
 
+from mechind.core import datasets
 
 GENERATOR_VERSION = 3  # bump when a change here changes any drawn number
 FAMILIES = ("gaussian", "laplace", "mixture")
@@ -83,9 +85,16 @@ MAX_TRIES = 10_000
 _MIXING, _DOMAIN, _SAMPLES = 1, 2, 3
 
 
+@datasets.register("cg_sparse")
 @dataclasses.dataclass(frozen=True)
-class Spec:
-    """What is drawn; validated on construction."""
+class Spec(datasets.Dataset):
+    """What is drawn, and the dataset itself (``datasets.make("cg_sparse", num_domains=4,
+    heldout=400)``; host numpy, seeded by the key's :func:`~mechind.core.datasets.numpy_seed`);
+    validated on construction. ``num_domains`` and ``heldout`` are :meth:`sample`'s (a
+    :func:`generate` call names its own)."""
+
+    version: ClassVar[int] = GENERATOR_VERSION
+    traceable: ClassVar[bool] = False
 
     latent_dim: int = 5
     obs_dim: int = 10
@@ -95,6 +104,8 @@ class Spec:
     density: float = 0.25  # the chance of an off-diagonal edge
     noise: float = 0.01  # observation noise std, relative to each coordinate's clean std
     min_row_edges: int = 1  # latents each observed coordinate depends on, at least
+    num_domains: int = 1  # M: the samples of a draw are split evenly between them
+    heldout: int = 0  # held-out samples drawn alike (x_val, u_val, z_val)
 
     def __post_init__(self):
         checks = [
@@ -107,10 +118,24 @@ class Spec:
             (0 <= self.noise < 1, f"noise must lie in [0, 1), got {self.noise}"),
             (1 <= self.min_row_edges <= self.latent_dim,
              f"min_row_edges must lie in [1, latent_dim], got {self.min_row_edges}"),
+            (self.num_domains >= 1, f"num_domains must be >= 1, got {self.num_domains}"),
+            (self.heldout >= 0 and self.heldout % max(self.num_domains, 1) == 0,
+             f"heldout={self.heldout} must be a multiple of num_domains={self.num_domains}"),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+
+
+    def draw(self, key, total: int) -> "SparseData":
+        """The whole dataset of ``key`` (with its mixing and domain parameters):
+        ``generate(numpy_seed(key), num_domains, total, self, heldout)``."""
+        return generate(datasets.numpy_seed(key), self.num_domains, total, self, self.heldout)
+
+    def sample(self, key, num_samples: int) -> dict:
+        """``{"x" [N, d_x], "z" [N, n], "u" int [N], "support" bool [d_x, n]}``, and with
+        ``heldout`` the held-out ``"x_val"``, ``"u_val"``, ``"z_val"``."""
+        return self.draw(key, num_samples).arrays()
 
 
 @dataclasses.dataclass(frozen=True)
@@ -166,6 +191,13 @@ class SparseData:
     @property
     def s(self) -> np.ndarray:  # the name the CG experiments' truth uses
         return self.z
+
+    def arrays(self) -> dict:
+        """The arrays of :meth:`Spec.sample`."""
+        out = {"x": self.x, "z": self.z, "u": self.u, "support": self.support}
+        if self.x_val is not None:
+            out.update(x_val=self.x_val, u_val=self.u_val, z_val=self.z_val)
+        return out
 
 
 def nested_pairs(support: np.ndarray) -> list[tuple[int, int]]:

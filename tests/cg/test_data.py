@@ -4,8 +4,8 @@ import numpy as np
 import pytest
 
 from cg import data
-from mechind.core import derivatives
 from mechind import graph
+from mechind.core import derivatives
 
 
 @pytest.mark.parametrize("density", [0.25, 0.5, 1.0])
@@ -79,3 +79,20 @@ def test_latent_noise_has_unit_variance_and_its_shape(dist):
     assert {"gaussian": 2.9 < kurt < 3.1, "laplace": kurt > 5.0, "bimodal": kurt < 1.5}[dist]
     with pytest.raises(ValueError, match="latent_dist"):
         data.DomainSpec(2, 3, 0.5, "cauchy")
+
+
+def test_domain_spec_is_the_registered_traceable_dataset():
+    """datasets.make("cg_domains") draws make_domain_data's arrays, and draw() vmaps it per key."""
+    from mechind.core import datasets
+
+    ds = datasets.make("cg_domains", num_domains=3, latent_dim=4, density=0.5)
+    assert isinstance(ds, data.DomainSpec) and ds.traceable and ds.version == data.GENERATOR_VERSION
+    ref = data.make_domain_data(jax.random.PRNGKey(2), 3, 4, 10, 0.5)
+    d = ds.sample(jax.random.PRNGKey(2), 30)
+    for mine, theirs in ((d["x"], ref.x), (d["z"], ref.z), (d["u"], ref.u), (d["support"], ref.support)):
+        np.testing.assert_allclose(np.asarray(mine), np.asarray(theirs), rtol=1e-5, atol=1e-6)
+    both = datasets.draw(ds, jnp.stack([jax.random.PRNGKey(2), jax.random.PRNGKey(3)]), 30)
+    assert both["x"].shape == (2, 30, 4) and both["support"].shape == (2, 4, 4)
+    np.testing.assert_allclose(both["x"][0], d["x"], rtol=1e-5, atol=1e-6)
+    assert ds.describe() == {"dataset": "cg_domains", "dataset_version": data.GENERATOR_VERSION, "num_domains": 3,
+                             "latent_dim": 4, "density": 0.5, "latent_dist": "gaussian"}

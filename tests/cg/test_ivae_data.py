@@ -96,3 +96,19 @@ def test_sparse_variant_with_more_observations_than_latents_has_no_constant_coor
     assert np.all(d.x.std(0) > 0) and np.isfinite(d.x).all()
     a = ivae_data.random_support(np.random.default_rng(5), 4, 4, 0.5)
     assert a.sum() == 8 and np.diag(a).all()
+
+
+def test_protocol_is_the_registered_host_dataset():
+    """datasets.make("ivae", ...) draws generate() of the key's seed, N / num_segments per segment."""
+    import jax
+
+    from mechind.core import datasets
+
+    ds = datasets.make("ivae", num_segments=3, latent_dim=3, density=0.5, cond_draws=200)
+    assert not ds.traceable and ds.version == ivae_data.GENERATOR_VERSION
+    d = ds.sample(jax.random.PRNGKey(7), 60)
+    ref = ivae_data.generate(7, 3, 20, 3, density=0.5, cond_draws=200)
+    for name, v in (("x", ref.x), ("z", ref.s), ("u", ref.u), ("support", ref.support)):
+        np.testing.assert_array_equal(d[name], v)
+    with pytest.raises(ValueError, match="multiple of num_segments"):
+        ds.sample(jax.random.PRNGKey(7), 61)

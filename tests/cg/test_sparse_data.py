@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from cg import ivae_data, sparse_data as sd
-
+from cg import ivae_data
+from cg import sparse_data as sd
 
 SPECS = [sd.Spec(5, dx, family=f, arm=a, mixing=mx) for dx in (5, 10) for a in sd.ARMS
          for f, mx in (("laplace", "nonlinear"), ("mixture", "linear"))]
@@ -104,3 +104,26 @@ def test_bad_spec(kw, match):
         sd.Spec(**kw)
     with pytest.raises(ValueError, match="multiple"):
         sd.generate(0, 7, 100)
+
+
+def test_spec_is_the_registered_host_dataset():
+    """datasets.make("cg_sparse", ...) draws generate()'s dataset of the key's seed, with its
+    own number of domains and held-out samples."""
+    import jax
+
+    from mechind.core import datasets
+
+    ds = datasets.make("cg_sparse", latent_dim=3, obs_dim=6, num_domains=2, heldout=10)
+    assert not ds.traceable and ds.version == sd.GENERATOR_VERSION
+    d = ds.sample(jax.random.PRNGKey(4), 40)
+    ref = sd.generate(4, 2, 40, sd.Spec(3, 6), heldout=10)
+    for name, v in (("x", ref.x), ("z", ref.z), ("u", ref.u), ("support", ref.support), ("x_val", ref.x_val),
+                    ("u_val", ref.u_val), ("z_val", ref.z_val)):
+        np.testing.assert_array_equal(d[name], v)
+    assert set(ds.sample(jax.random.PRNGKey(4), 40)) >= {"x", "z", "u", "support"}
+    assert "x_val" not in sd.Spec(3, 6).sample(jax.random.PRNGKey(4), 40)
+    both = datasets.draw(ds, jax.numpy.stack([jax.random.PRNGKey(4), jax.random.PRNGKey(5)]), 40)
+    np.testing.assert_array_equal(both["x"][0], ref.x)
+    for kw, match in ((dict(num_domains=0), "num_domains"), (dict(num_domains=3, heldout=10), "heldout")):
+        with pytest.raises(ValueError, match=match):
+            sd.Spec(**kw)
