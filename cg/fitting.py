@@ -36,6 +36,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import functools
 import io
 import json
 import os
@@ -49,7 +50,7 @@ import numpy as np
 
 from cg import models
 from cg import train as cg_train
-from mechind.core import derivatives, metrics, report, rng, runner
+from mechind.core import metrics, report, rng, runner
 
 Array = jax.Array
 
@@ -57,7 +58,6 @@ Array = jax.Array
 METHOD_FIELDS = ("prior", "sparse", "penalty")
 PREPROCESS = ("whiten", "standardize", "none", "whiten_all")
 SPARSE_WARMUP_FRACTION = 0.5  # sparse methods: the L1 penalty fine-tunes an ELBO solution
-JACOBIAN_SAMPLES = 1_000  # posterior means at which support recovery reads the decoder's Jacobian
 # the defaults of every CG fit (cg.fit and the experiments alike); each was measured on iVAE's protocol, see
 # docs/ivae_identification.md: a decoder variance learned from a large start (0.5 of the
 # whitened variance), a full-covariance posterior conditioned on the domain, the KL in
@@ -70,7 +70,6 @@ FIT_DEFAULTS = dict(num_steps=20_000, hidden=(128, 128), lr=2e-3, obs_var=0.5, l
 # overflow the statistics of the preprocessing (the penalty's map became zeros: issue 20)
 MAX_ABS_X = 1e15
 MAX_LABEL = 2 ** 31 - 1
-HELDOUT_STREAM = 2 ** 31 - 1  # fold_in data of the held-out ELBO's noise: no training step uses it
 
 
 @dataclasses.dataclass(frozen=True)
@@ -97,9 +96,15 @@ class Fitted:
     loss_history: np.ndarray
     failed: bool
 
-    @property
-    def _model(self) -> cg_train.Model:
-        return cg_train.make_model(self.config, self.x_mean.shape[0], self.num_domains)
+    @functools.cached_property
+    def _jitted(self) -> tuple:
+        """``(posterior, decode)``, compiled once per fitted model: ``posterior(params, x, u)``
+        and ``decode(params, z [N, n])`` (vmapped)."""
+        c = self.config
+        nets = cg_train.make_nets(c, self.x_mean.shape[0], self.num_domains)
+        post = jax.jit(lambda params, x, u: cg_train.posterior(c, nets, params, x, u))
+        dec = jax.jit(jax.vmap(lambda params, z: cg_train.decode(nets, params, z), in_axes=(None, 0)))
+        return post, dec
 
     def encode(self, x, u=None) -> np.ndarray:
         """Posterior means ``[N, latent_dim]`` of ``x [N, d_x]`` (original units); ``u [N]``
@@ -117,7 +122,7 @@ class Fitted:
             raise ValueError("this model's encoder is conditioned on the domain: pass u")
         u = np.zeros(len(x), np.int32) if u is None else _check_u(u, len(x), self.num_domains)
         xs = jnp.asarray(self.preprocess(x))
-        mu, log_var = jax.jit(self._model.posterior)(self.params, xs, jnp.asarray(u))
+        mu, log_var = self._jitted[0](self.params, xs, jnp.asarray(u))
         return np.asarray(mu), np.exp(np.asarray(log_var))
 
     def active_latents(self, x, u=None, threshold: float = 0.5) -> np.ndarray:
@@ -131,8 +136,7 @@ class Fitted:
     def decode(self, z) -> np.ndarray:
         """Decoder means ``[N, d_x]`` (original units) of ``z [N, latent_dim]``."""
         z = jnp.asarray(z, jnp.float32)
-        model = self._model
-        out = jax.jit(jax.vmap(lambda v: model.decode(self.params, v)))(z)
+        out = self._jitted[1](self.params, z)
         return np.asarray(out) @ np.linalg.inv(self.x_proj) + self.x_mean
 
     @property
@@ -259,101 +263,9 @@ def make_config(method: str, latent_dim: int, **overrides) -> cg_train.CGConfig:
     return cg_train.CGConfig(**{**base, **overrides})
 
 
-def jacobian_rows(num_samples: int) -> np.ndarray:
-    """int ``[min(N, JACOBIAN_SAMPLES)]``: rows evenly spread over ``0..N-1`` at which the
-    decoder's Jacobian is read (support recovery, its standardized L1)."""
-    return np.unique(np.linspace(0, num_samples - 1, min(num_samples, JACOBIAN_SAMPLES)).astype(np.int64))
-
-
-def heldout_negative_elbo(config: cg_train.CGConfig, num_domains: int, params, x, u, key) -> Array:
-    """``-ELBO`` per sample (nats, one posterior sample each, beta = 1, no penalty) of
-    preprocessed ``x [N, d_x]``, the Gaussian likelihood's normaliser included, so models
-    with a fixed and a learned decoder variance compare."""
-    hp = cg_train.HParams(jnp.float32(0.0), jnp.float32(1.0), jnp.float32(0.0))
-    plain = cg_train.make_model(dataclasses.replace(config, sparse=False), x.shape[-1], num_domains)
-    loss = plain.loss(params, x, u, key, hp, 0.0)
-    log_var = params["obs_log_var"] if config.learn_obs_var else jnp.log(config.obs_var)
-    # the loss drops 0.5 d log(2 pi) always, and 0.5 d log(obs_var) when the variance is fixed
-    return loss + 0.5 * x.shape[-1] * (jnp.log(2 * jnp.pi) + (0.0 if config.learn_obs_var else log_var))
-
-
-def make_fit_task(config: cg_train.CGConfig, obs_dim: int, num_samples: int, num_domains: int,
-                  truth_dim: int = 0) -> runner.Task:
-    """A :class:`~mechind.core.runner.Task` whose data are caller-supplied arrays ``{"x", "u"}``
-    (preprocessed; :func:`prepare`). Optional data, each with a leading run axis in a sweep:
-
-    * ``"s" [N, truth_dim]``, the true latents: ``evaluate`` returns their Pearson and
-      Spearman correlation matrices with the posterior means over the whole dataset
-      (``"corr"``, ``"corr_spearman"`` ``[truth_dim, n]``), each latent's share of variance
-      carried by its posterior mean (``"active" [n]``, see :meth:`Fitted.active_latents`)
-      and the latents' scale (``"latent_std"``);
-    * ``"support" [d_x, truth_dim]``: also the decoder's mean absolute Jacobian in z-scored
-      observed coordinates per latent standard deviation, ``"jac_abs" [d_x, n]``, over the
-      rows :func:`jacobian_rows` (its sum is the standardized L1 of
-      :func:`cg.losses.sparse_mixing_penalty`);
-    * ``"x_val" [V, d_x]``, ``"u_val" [V]`` (preprocessed alike) and ``"logdet"`` (the
-      preprocessing's log |det proj|): ``"heldout_nelbo"``, nats per held-out sample in
-      the data's original units (:func:`heldout_negative_elbo`).
-    """
-    model = cg_train.make_model(config, obs_dim, num_domains)
-
-    def make_data(key, given):  # the arrays themselves (run_group's ``given``)
-        return given
-
-    def init(key, data, hp):
-        return model.init(key, hp)
-
-    def step(state, data, hp, i):
-        kb = jax.random.split(jax.random.fold_in(rng.from_data(state.key), i))[0]
-        idx = jax.random.randint(kb, (config.batch_size,), 0, num_samples)
-        return model.update(state, data["x"][idx], data["u"][idx], hp, i)
-
-    def evaluate(state, data, hp):
-        out = {}
-        if "x_val" in data:
-            key = jax.random.fold_in(rng.from_data(state.key), HELDOUT_STREAM)
-            out["heldout_nelbo"] = heldout_negative_elbo(config, num_domains, state.params, data["x_val"],
-                                                         data["u_val"], key) - data["logdet"]
-        if "s" not in data:
-            return out
-        mu, log_var = model.posterior(state.params, data["x"], data["u"])
-        signal = jnp.var(mu, 0)
-        out.update({"corr": metrics.correlation_matrix(data["s"], mu),
-                    "corr_spearman": metrics.correlation_matrix(data["s"], mu, method="spearman"),
-                    "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0)),
-                    # a derivative penalty can be paid by inflating the latents: keep their scale in view
-                    "latent_std": jnp.mean(jnp.sqrt(signal))})
-        if "support" in data:  # support recovery: the decoder's Jacobian in z-scored coordinates
-            # evenly spread over the dataset (user data and the benchmarks come sorted by domain:
-            # the first points would all be from one domain, with that domain's latent spread)
-            m = mu[jacobian_rows(num_samples)]
-            dec = lambda v: model.decode(state.params, v) @ hp.out_map  # noqa: E731
-            jac = derivatives.jacobian(dec, m, mode="fwd")  # [B, d_x, n]
-            out["jac_abs"] = jnp.mean(jnp.abs(jac), 0) * jnp.std(m, 0)[None, :]  # per latent std
-            out["support"] = data["support"]
-        return out
-
-    return runner.Task(make_data, init, step, evaluate, config.num_steps, f"fit {config.prior}")
-
-
-def run_scalars(mt: dict) -> dict:
-    """Host-side scalars of one run's :func:`make_fit_task` metrics (numpy): Pearson and
-    Spearman MCC, active latents, the latent scale, and with a true support its recovery
-    (AUROC, and the older thresholded F1) and the standardized L1; the held-out -ELBO."""
-    out = {}
-    if "heldout_nelbo" in mt:
-        out["heldout_nelbo"] = float(mt["heldout_nelbo"])
-    if "corr" not in mt:
-        return out
-    perm = metrics.matched_permutation(mt["corr"])
-    out.update({"mcc": metrics.mcc_from_corr(mt["corr"]), "mcc_spearman": metrics.mcc_from_corr(mt["corr_spearman"]),
-                "active_latents": int(np.sum(mt["active"] > 0.5)), "latent_std": float(mt["latent_std"])})
-    if "jac_abs" in mt:
-        support = np.asarray(mt["support"], bool)
-        out.update({"support_auroc": metrics.support_auroc(mt["jac_abs"], support, perm),
-                    "support_f1": metrics.support_f1(mt["jac_abs"], support, perm),
-                    "l1_model": float(np.sum(mt["jac_abs"]))})
-    return out
+# the pipeline's finish under the name every CG experiment and helper calls: Pearson and
+# Spearman MCC, active latents, latent scale, support recovery, held-out -ELBO
+run_scalars = cg_train.finish
 
 
 @dataclasses.dataclass(frozen=True)
@@ -386,10 +298,9 @@ class Prepared:
             raise ValueError(f"alpha > 0 needs a method with the sparse-mixing penalty; {self.method!r} has none")
         return cg_train.hparams(alphas, [c.beta] * r, [c.lr] * r, self.out_map)
 
-    def task(self, truth_dim: int = 0) -> runner.Task:
-        """The fit task of these arrays (:func:`make_fit_task`)."""
-        n_samples, obs_dim = self.data["x"].shape[1:]
-        return make_fit_task(self.config, obs_dim, n_samples, self.num_domains, truth_dim)
+    def task(self) -> runner.Task:
+        """The fit task of these arrays (:func:`cg.train.make_task`)."""
+        return cg_train.make_task(self.config, self.data["x"].shape[-1], self.num_domains)
 
 
 def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten", num_domains: int | None = None,

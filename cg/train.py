@@ -1,24 +1,31 @@
-"""The CG model and its training step: one VAE, one Adam step, shared by every CG
-experiment and by :func:`cg.fitting.fit` (the one training path: experiments build their
-runs with :func:`cg.fitting.prepare` and :func:`cg.fitting.make_fit_task`).
+"""The CG model, its training step and its runner task: one VAE, one Adam step, shared by
+every CG experiment and by :func:`cg.fitting.fit` (the one training path: experiments
+build their runs with :func:`cg.fitting.prepare`, whose :meth:`~cg.fitting.Prepared.task`
+is :func:`make_task`).
 
 :class:`CGConfig` holds what defines the model and its optimisation; which prior, which
 penalty and which weights a *method* uses is :data:`cg.models.METHODS`; the data (and
-their preprocessing) are the caller's.
+their preprocessing) are the caller's. The step reads as every pipeline's does
+(``docs/training_steps.md``): module-level pure functions of the config and the
+:class:`Nets` (:func:`init_state`, :func:`loss`, :func:`train_step`, :func:`evaluate`),
+bound in :func:`make_task`; the state is :class:`mechind.core.training.TrainState` and
+the optimizer (:func:`optimizer`) is built once per task, its learning rate injected per
+run.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import numbers
-from typing import Any, Callable, NamedTuple
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 import optax
 
 from cg import losses, models
-from mechind.core import rng
+from mechind.core import derivatives, metrics, runner, training
 
 Array = jax.Array
 
@@ -137,123 +144,236 @@ def hparams(alphas, betas, lrs, out_map=None) -> HParams:
                    None if out_map is None else jnp.asarray(out_map, jnp.float32))
 
 
-class TrainState(NamedTuple):
-    """One run's state (a pytree)."""
 
-    params: dict  # {"enc", "dec", "prior"} (+ "obs_log_var" when learned)
-    opt: optax.OptState
-    key: Array  # raw key data; step i draws from fold_in(key, i)
+JACOBIAN_SAMPLES = 1_000  # posterior means at which support recovery reads the decoder's Jacobian
+HELDOUT_STREAM = 2 ** 31 - 1  # fold_in data of the held-out ELBO's noise: no training step uses it
 
 
-class Model(NamedTuple):
-    """The VAE of one config as pure single-run functions (the fit task of
-    :func:`cg.fitting.make_fit_task` steps and evaluates through them).
+class Nets(NamedTuple):
+    """The model of one config and data shape (static: closed over by the task).
 
     Attributes:
-      init: ``(key, hp) -> TrainState``.
-      update: ``(state, x [B, d_x], u int [B], hp, step) -> (state, loss)``, one Adam step.
-      loss: ``(params, x, u int, key, hp, alpha) -> scalar``, the minimised objective of a
-        minibatch (negative (beta-)ELBO + alpha * sparse-mixing penalty), testable alone.
-      encode: ``(params, x [N, d_x], u int [N]) -> [N, n]`` posterior means.
-      posterior: ``(params, x, u) -> (mean, log variance)``, each ``[N, n]``.
-      decode: ``(params, z [n]) -> [d_x]``.
-      enc, dec: the flax modules.
+      enc: flax MLP ``x (+ one-hot u) -> (mu, log var[, strictly-lower Cholesky entries])``.
+      dec: flax MLP ``z -> x``.
+      prior: the :class:`cg.models.Prior` of ``config.prior``.
+      obs_dim: d_x; num_domains: the prior's table size and the encoder's one-hot width.
     """
 
-    init: Callable
-    update: Callable
-    loss: Callable
-    encode: Callable
-    posterior: Callable
-    decode: Callable
     enc: Any
     dec: Any
+    prior: models.Prior
+    obs_dim: int
+    num_domains: int
 
 
-def lr_schedule(c: CGConfig, lr: Array) -> Callable[[Array], Array]:
-    """``step -> learning rate``: ``lr`` until ``lr_drop`` of training, then ``lr / 10``."""
-    drop = int(c.lr_drop * c.num_steps)
-    return lambda i: jnp.where(i < drop, lr, 0.1 * lr)
-
-
-def make_model(c: CGConfig, obs_dim: int, num_domains: int) -> Model:
-    """Encoder, decoder, prior and optimiser step for ``obs_dim`` observed dimensions and
-    ``num_domains`` domain labels (the prior's table size; the encoder's one-hot width)."""
+def make_nets(c: CGConfig, obs_dim: int, num_domains: int) -> Nets:
+    """Encoder, decoder and prior for ``obs_dim`` observed dimensions and ``num_domains``
+    domain labels."""
     n = c.latent_dim
-    full = c.posterior_cov == "full"
-    n_off = n * (n - 1) // 2 if full else 0
+    n_off = n * (n - 1) // 2 if c.posterior_cov == "full" else 0
     enc, dec = models.make_nets(n, obs_dim, c.hidden, c.activation, extra_outputs=n_off)
-    in_dim = obs_dim + (num_domains if c.encoder_u else 0)
-    rows, cols = jnp.tril_indices(n, -1)
     prior = models.make_prior(c.prior, n, num_domains, c.embed_dim, c.flow_hidden)
+    return Nets(enc, dec, prior, obs_dim, num_domains)
 
-    def enc_input(x, u):
-        return jnp.concatenate([x, jax.nn.one_hot(u, num_domains)], -1) if c.encoder_u else x
 
-    def q_params(params, x, u):
-        """``(mu [B, n], log_diag [B, n], L [B, n, n] or None)``: q = N(mu, L L^T), with
-        ``L_ii = exp(log_diag_i / 2)`` and, for a full covariance, free strictly-lower entries."""
-        out = enc.apply({"params": params["enc"]}, enc_input(x, u))
-        mu, log_diag = out[:, :n], jnp.clip(out[:, n:2 * n], c.log_var_min, c.log_var_max)
-        if not full:
-            return mu, log_diag, None
-        tril = jnp.zeros((x.shape[0], n, n)).at[:, rows, cols].set(out[:, 2 * n:])
-        return mu, log_diag, tril + jax.vmap(jnp.diag)(jnp.exp(0.5 * log_diag))
+def optimizer(c: CGConfig) -> optax.GradientTransformation:
+    """Adam, its learning rate injected per run (:func:`init_state`) and divided by 10 from
+    step ``int(lr_drop * num_steps)`` on (never when ``lr_drop = 1``)."""
+    return training.adam(drop_at=int(c.lr_drop * c.num_steps))
 
-    def posterior(params, x, u):
-        mu, log_diag, tril = q_params(params, x, u)
-        return mu, log_diag if tril is None else jnp.log(jnp.sum(tril ** 2, -1))
 
-    def encode(params, x, u):
-        return posterior(params, x, u)[0]
+def _enc_input(c: CGConfig, nets: Nets, x: Array, u: Array) -> Array:
+    return jnp.concatenate([x, jax.nn.one_hot(u, nets.num_domains)], -1) if c.encoder_u else x
 
-    def decode(params, z):
-        return dec.apply({"params": params["dec"]}, z)
 
-    def init(key, hp):
-        ke, kd, kp = jax.random.split(jax.random.fold_in(key, 1), 3)
-        params = {"enc": enc.init(ke, jnp.zeros((in_dim,)))["params"],
-                  "dec": dec.init(kd, jnp.zeros((n,)))["params"],
-                  "prior": prior.init(kp)}
-        if c.learn_obs_var:  # one scalar decoder log-variance, initialised at obs_var
-            params["obs_log_var"] = jnp.log(jnp.float32(c.obs_var))
-        return TrainState(params, optax.adam(hp.lr).init(params), rng.to_data(jax.random.fold_in(key, 2)))
+def q_params(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array) -> tuple[Array, Array, Array | None]:
+    """``(mu [B, n], log_diag [B, n], L [B, n, n] or None)``: q = N(mu, L L^T), with
+    ``L_ii = exp(log_diag_i / 2)`` and, for a full covariance, free strictly-lower entries."""
+    n = c.latent_dim
+    out = nets.enc.apply({"params": params["enc"]}, _enc_input(c, nets, x, u))
+    mu, log_diag = out[:, :n], jnp.clip(out[:, n:2 * n], c.log_var_min, c.log_var_max)
+    if c.posterior_cov != "full":
+        return mu, log_diag, None
+    rows, cols = jnp.tril_indices(n, -1)
+    tril = jnp.zeros((x.shape[0], n, n)).at[:, rows, cols].set(out[:, 2 * n:])
+    return mu, log_diag, tril + jax.vmap(jnp.diag)(jnp.exp(0.5 * log_diag))
 
-    def loss_fn(params, x, u, key, hp, alpha):
-        obs_var = jnp.exp(params["obs_log_var"]) if c.learn_obs_var else c.obs_var
-        mu, log_var, tril = q_params(params, x, u)
-        eps = jax.random.normal(key, mu.shape)
-        z = mu + (jnp.exp(0.5 * log_var) * eps if tril is None else jnp.einsum("bij,bj->bi", tril, eps))
-        x_hat = jax.vmap(lambda v: decode(params, v))(z)
-        if c.kl == "analytic" and prior.closed_form_kl:
-            kl = prior.kl(params["prior"], mu, log_var, u, tril)
-            loss = losses.negative_elbo_analytic(x, x_hat, kl, hp.beta, obs_var)
-        else:
-            log_prior = prior.log_prob(params["prior"], z, u)
-            if tril is None:
-                loss, _ = losses.negative_elbo(x, x_hat, z, mu, log_var, log_prior, hp.beta, obs_var)
-            else:  # log q(z|x) = log N(eps; 0, I) - log|det L|, det L = prod_i L_ii
-                log_q = losses.gaussian_log_prob(eps, 0.0, 0.0) - 0.5 * jnp.sum(log_var, -1)
-                loss = losses.negative_elbo_from_log_q(x, x_hat, log_q, log_prior, hp.beta, obs_var)
-        if c.learn_obs_var:  # the Gaussian likelihood's normaliser, constant (and dropped) when obs_var is fixed
-            loss = loss + 0.5 * x.shape[-1] * params["obs_log_var"]
-        if c.sparse:
-            # hp.out_map [d_x, d_x], when present, maps the decoder's (e.g. whitened) output to the
-            # observed coordinates the sparsity is about (standardized), so the penalty is on their Jacobian
-            out = (lambda v: decode(params, v) @ hp.out_map) if hp.out_map is not None else (lambda v: decode(params, v))
-            loss = loss + alpha * losses.sparse_mixing_penalty(out, z, c.penalty,
-                                                               c.fd_step, c.penalty_units)
-        return loss
 
-    def update(state, x, u, hp, i):
-        kz = jax.random.fold_in(rng.from_data(state.key), i)
-        kz = jax.random.split(kz)[1]
-        # a warm-up fine-tunes with the penalty from an ELBO solution (as the CG GAN code does)
-        alpha = jnp.where(i >= c.sparse_warmup, hp.alpha, 0.0)
-        warm = jnp.minimum(1.0, (i + 1.0) / c.kl_warmup) if c.kl_warmup else 1.0
-        loss, grads = jax.value_and_grad(loss_fn)(state.params, x, u, kz, hp._replace(beta=hp.beta * warm), alpha)
-        opt_def = optax.adam(lr_schedule(c, hp.lr)(i))
-        updates, opt = opt_def.update(grads, state.opt, state.params)
-        return TrainState(optax.apply_updates(state.params, updates), opt, state.key), loss
+def posterior(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array) -> tuple[Array, Array]:
+    """``(mean, log variance)`` of q(z | x[, u]), each ``[N, n]``."""
+    mu, log_diag, tril = q_params(c, nets, params, x, u)
+    return mu, log_diag if tril is None else jnp.log(jnp.sum(tril ** 2, -1))
 
-    return Model(init, update, loss_fn, encode, posterior, decode, enc, dec)
+
+def encode(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array) -> Array:
+    """Posterior means ``[N, n]``."""
+    return posterior(c, nets, params, x, u)[0]
+
+
+def decode(nets: Nets, params: dict, z: Array) -> Array:
+    """Decoder mean ``[d_x]`` of one ``z [n]``."""
+    return nets.dec.apply({"params": params["dec"]}, z)
+
+
+def init_state(c: CGConfig, nets: Nets, tx: optax.GradientTransformation, key: Array,
+               hp: HParams) -> training.TrainState:
+    """Parameters ``{"enc", "dec", "prior"}`` (+ ``"obs_log_var"`` when learned) from
+    ``fold_in(key, 1)``, the optimizer state with ``hp.lr``, and the step key ``fold_in(key, 2)``."""
+    ke, kd, kp = jax.random.split(jax.random.fold_in(key, 1), 3)
+    in_dim = nets.obs_dim + (nets.num_domains if c.encoder_u else 0)
+    params = {"enc": nets.enc.init(ke, jnp.zeros((in_dim,)))["params"],
+              "dec": nets.dec.init(kd, jnp.zeros((c.latent_dim,)))["params"],
+              "prior": nets.prior.init(kp)}
+    if c.learn_obs_var:  # one scalar decoder log-variance, initialised at obs_var
+        params["obs_log_var"] = jnp.log(jnp.float32(c.obs_var))
+    return training.init_state(tx, params, hp.lr, jax.random.fold_in(key, 2))
+
+
+def loss(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array, key: Array, hp: HParams,
+         alpha: Array) -> Array:
+    """The minimised objective of a minibatch ``x [B, d_x]``, ``u int [B]``: the negative
+    (beta-)ELBO (one posterior sample from ``key``) + ``alpha`` * the sparse-mixing penalty."""
+    obs_var = jnp.exp(params["obs_log_var"]) if c.learn_obs_var else c.obs_var
+    mu, log_var, tril = q_params(c, nets, params, x, u)
+    eps = jax.random.normal(key, mu.shape)
+    z = mu + (jnp.exp(0.5 * log_var) * eps if tril is None else jnp.einsum("bij,bj->bi", tril, eps))
+    x_hat = jax.vmap(lambda v: decode(nets, params, v))(z)
+    if c.kl == "analytic" and nets.prior.closed_form_kl:
+        kl = nets.prior.kl(params["prior"], mu, log_var, u, tril)
+        value = losses.negative_elbo_analytic(x, x_hat, kl, hp.beta, obs_var)
+    else:
+        log_prior = nets.prior.log_prob(params["prior"], z, u)
+        if tril is None:
+            value, _ = losses.negative_elbo(x, x_hat, z, mu, log_var, log_prior, hp.beta, obs_var)
+        else:  # log q(z|x) = log N(eps; 0, I) - log|det L|, det L = prod_i L_ii
+            log_q = losses.gaussian_log_prob(eps, 0.0, 0.0) - 0.5 * jnp.sum(log_var, -1)
+            value = losses.negative_elbo_from_log_q(x, x_hat, log_q, log_prior, hp.beta, obs_var)
+    if c.learn_obs_var:  # the Gaussian likelihood's normaliser, constant (and dropped) when obs_var is fixed
+        value = value + 0.5 * x.shape[-1] * params["obs_log_var"]
+    if c.sparse:
+        # hp.out_map [d_x, d_x], when present, maps the decoder's (e.g. whitened) output to the
+        # observed coordinates the sparsity is about (standardized), so the penalty is on their Jacobian
+        out = (lambda v: decode(nets, params, v) @ hp.out_map) if hp.out_map is not None else \
+            (lambda v: decode(nets, params, v))
+        value = value + alpha * losses.sparse_mixing_penalty(out, z, c.penalty, c.fd_step, c.penalty_units)
+    return value
+
+
+def train_step(c: CGConfig, nets: Nets, tx: optax.GradientTransformation, state: training.TrainState,
+               data: dict, hp: HParams, i: Array) -> tuple[training.TrainState, Array]:
+    """One Adam step on a minibatch of ``data {"x" [N, d_x], "u" [N]}``: ``(state, loss)``."""
+    k_batch, k_noise = training.step_keys(state.key, i)
+    batch = training.minibatch(k_batch, data, ("x", "u"), c.batch_size, data["x"].shape[0])
+    # a warm-up fine-tunes with the penalty from an ELBO solution (as the CG GAN code does)
+    alpha = jnp.where(i >= c.sparse_warmup, hp.alpha, 0.0)
+    warm = jnp.minimum(1.0, (i + 1.0) / c.kl_warmup) if c.kl_warmup else 1.0
+    objective = lambda p: loss(c, nets, p, batch["x"], batch["u"], k_noise, hp._replace(beta=hp.beta * warm), alpha)  # noqa: E731
+    value, grads = jax.value_and_grad(objective)(state.params)
+    return training.apply_gradients(tx, state, grads), value
+
+
+def jacobian_rows(num_samples: int) -> np.ndarray:
+    """int ``[min(N, JACOBIAN_SAMPLES)]``: rows evenly spread over ``0..N-1`` at which the
+    decoder's Jacobian is read (support recovery, its standardized L1)."""
+    return np.unique(np.linspace(0, num_samples - 1, min(num_samples, JACOBIAN_SAMPLES)).astype(np.int64))
+
+
+def heldout_negative_elbo(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array, key: Array) -> Array:
+    """``-ELBO`` per sample (nats, one posterior sample each, beta = 1, no penalty) of
+    preprocessed ``x [N, d_x]``, the Gaussian likelihood's normaliser included, so models
+    with a fixed and a learned decoder variance compare."""
+    hp = HParams(jnp.float32(0.0), jnp.float32(1.0), jnp.float32(0.0))
+    value = loss(dataclasses.replace(c, sparse=False), nets, params, x, u, key, hp, 0.0)
+    log_var = params["obs_log_var"] if c.learn_obs_var else jnp.log(c.obs_var)
+    # the loss drops 0.5 d log(2 pi) always, and 0.5 d log(obs_var) when the variance is fixed
+    return value + 0.5 * x.shape[-1] * (jnp.log(2 * jnp.pi) + (0.0 if c.learn_obs_var else log_var))
+
+
+def evaluate(c: CGConfig, nets: Nets, state: training.TrainState, data: dict, hp: HParams) -> dict:
+    """One run's metrics (arrays; :func:`finish` turns them into scalars). From the data it
+    is given (each optional but ``x``, ``u``):
+
+    * ``"s" [N, n_true]``, the true latents: their Pearson and Spearman correlation matrices
+      with the posterior means over the whole dataset (``"corr"``, ``"corr_spearman"``), each
+      latent's share of variance carried by its posterior mean (``"active" [n]``, see
+      :meth:`cg.fitting.Fitted.active_latents`) and the latents' scale (``"latent_std"``);
+    * ``"support" [d_x, n_true]``: also the decoder's mean absolute Jacobian in z-scored
+      observed coordinates per latent standard deviation, ``"jac_abs" [d_x, n]``, over the
+      rows :func:`jacobian_rows` (its sum is the standardized L1 of
+      :func:`cg.losses.sparse_mixing_penalty`);
+    * ``"x_val" [V, d_x]``, ``"u_val" [V]`` (preprocessed alike) and ``"logdet"`` (the
+      preprocessing's log |det proj|): ``"heldout_nelbo"``, nats per held-out sample in
+      the data's original units (:func:`heldout_negative_elbo`).
+    """
+    out = {}
+    if "x_val" in data:
+        key = jax.random.fold_in(state.key, HELDOUT_STREAM)
+        out["heldout_nelbo"] = heldout_negative_elbo(c, nets, state.params, data["x_val"], data["u_val"],
+                                                     key) - data["logdet"]
+    if "s" not in data:
+        return out
+    mu, log_var = posterior(c, nets, state.params, data["x"], data["u"])
+    signal = jnp.var(mu, 0)
+    out.update({"corr": metrics.correlation_matrix(data["s"], mu),
+                "corr_spearman": metrics.correlation_matrix(data["s"], mu, method="spearman"),
+                "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0)),
+                # a derivative penalty can be paid by inflating the latents: keep their scale in view
+                "latent_std": jnp.mean(jnp.sqrt(signal))})
+    if "support" in data:  # support recovery: the decoder's Jacobian in z-scored coordinates
+        # evenly spread over the dataset (user data and the benchmarks come sorted by domain:
+        # the first points would all be from one domain, with that domain's latent spread)
+        m = mu[jacobian_rows(data["x"].shape[0])]
+        dec = lambda v: decode(nets, state.params, v) @ hp.out_map  # noqa: E731
+        jac = derivatives.jacobian(dec, m, mode="fwd")  # [B, d_x, n]
+        out["jac_abs"] = jnp.mean(jnp.abs(jac), 0) * jnp.std(m, 0)[None, :]  # per latent std
+        out["support"] = data["support"]
+    return out
+
+
+def make_task(c: CGConfig, obs_dim: int, num_domains: int) -> runner.Task:
+    """The runner task of a CG fit: its data are the caller's arrays (run_group's ``given``,
+    preprocessed by :func:`cg.fitting.prepare`): ``{"x" [N, d_x], "u" [N]}`` and whatever
+    of ``"s"``, ``"support"``, ``"x_val"``, ``"u_val"``, ``"logdet"`` :func:`evaluate` reads."""
+    nets = make_nets(c, obs_dim, num_domains)
+    tx = optimizer(c)
+
+    def make_data(key, given):  # the arrays themselves
+        return given
+
+    return runner.Task(
+        make_data=make_data,
+        init=lambda key, data, hp: init_state(c, nets, tx, key, hp),
+        step=lambda state, data, hp, i: train_step(c, nets, tx, state, data, hp, i),
+        evaluate=lambda state, data, hp: evaluate(c, nets, state, data, hp),
+        num_steps=c.num_steps, name=f"fit {c.prior}")
+
+
+def finish(m: dict) -> dict:
+    """Host-side scalars of one run's :func:`evaluate` metrics (numpy): Pearson and Spearman
+    MCC, active latents, the latent scale, and with a true support its recovery (AUROC, and
+    the older thresholded F1) and the standardized L1; the held-out -ELBO."""
+    out = {}
+    if "heldout_nelbo" in m:
+        out["heldout_nelbo"] = float(m["heldout_nelbo"])
+    if "corr" not in m:
+        return out
+    perm = metrics.matched_permutation(m["corr"])
+    out.update({"mcc": metrics.mcc_from_corr(m["corr"]), "mcc_spearman": metrics.mcc_from_corr(m["corr_spearman"]),
+                "active_latents": int(np.sum(m["active"] > 0.5)), "latent_std": float(m["latent_std"])})
+    if "jac_abs" in m:
+        support = np.asarray(m["support"], bool)
+        out.update({"support_auroc": metrics.support_auroc(m["jac_abs"], support, perm),
+                    "support_f1": metrics.support_f1(m["jac_abs"], support, perm),
+                    "l1_model": float(np.sum(m["jac_abs"]))})
+    return out
+
+
+def train(key: Array, c: CGConfig, data: dict, hp: HParams | None = None) -> tuple[training.TrainState, dict]:
+    """One run on preprocessed arrays ``data`` (:func:`make_task`'s), as one compiled
+    program: ``(state, metrics)``. ``hp``: one run's numbers (default: the config's alpha,
+    beta and lr, no ``out_map``). :func:`cg.fit` is this for raw arrays, with the
+    preprocessing, checks and the chunked runner."""
+    hp = HParams(jnp.float32(c.alpha), jnp.float32(c.beta), jnp.float32(c.lr)) if hp is None else hp
+    x = data["x"]
+    task = make_task(c, x.shape[-1], int(np.max(np.asarray(data["u"]))) + 1)
+    return jax.jit(runner.make_train(task))(key, hp, data)
