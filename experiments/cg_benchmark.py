@@ -44,9 +44,10 @@ from pathlib import Path
 import numpy as np
 
 from cg import fitting, models, sparse_data
+from cg import train as cg_train
 from experiments import cg_runs, framework, sweep
 from experiments.framework import setting
-from mechind.core import metrics, report
+from mechind.core import metrics, report, rng
 
 RECORD_VERSION = 1  # bump when a record gains or changes a field, so older results are not mixed in
 FLOOR = "observations x (no model)"
@@ -65,7 +66,7 @@ class Config:
 
     domains: tuple[int, ...] = setting((1, 2, 3, 5, 8, 12), "numbers of domains (each must divide --total)")
     seeds: int = setting(10, "number of seeds (data and initialisation)")
-    steps: int = setting(fitting.FIT_DEFAULTS["num_steps"], "training steps per run")
+    num_steps: int = setting(fitting.FIT_DEFAULTS["num_steps"], "training steps per run")
     latent_dim: int = setting(5, "number of latents n (2n + 1 domains identify without sparsity)")
     obs_dims: tuple[int, ...] = setting((5, 10), "observed dimensions d_x >= n")
     families: tuple[str, ...] = setting(sparse_data.FAMILIES, "within-domain source families",
@@ -99,9 +100,10 @@ class Config:
             (all(a >= 0 for a in self.alphas), f"--alphas must be >= 0, got {self.alphas}"),
         )
 
-    def spec(self, block: dict) -> sparse_data.Spec:
+    def spec(self, block: dict, domains: int) -> sparse_data.Spec:
+        """The dataset of a block at ``domains`` domains (its draw of a seed is the same for every method)."""
         return sparse_data.Spec(self.latent_dim, block["obs_dim"], block["family"], block["arm"], block["mixing"],
-                                self.density)
+                                self.density, num_domains=domains, heldout=self.heldout)
 
     def blocks(self) -> list[dict]:
         return [dict(zip(BLOCK, b)) for b in itertools.product(self.families, self.arms, self.obs_dims, self.mixings)]
@@ -110,17 +112,17 @@ class Config:
 PRESETS = {
     # the main job's (about 3 minutes on a 2-core CPU): n = 4 (2n + 1 = 9), d_x = 2n, Laplace sources,
     # structural sparsity, the four arms of the design, 5 seeds, 3,000 steps on narrower nets
-    "quick": Config(domains=(1, 2, 4, 9), seeds=5, steps=3_000, latent_dim=4, obs_dims=(8,), families=("laplace",),
+    "quick": Config(domains=(1, 2, 4, 9), seeds=5, num_steps=3_000, latent_dim=4, obs_dims=(8,), families=("laplace",),
                     arms=("structural",), methods=DESIGN[:4], total=3_600, heldout=720, hidden=(32, 32),
                     chunk_steps=1_000),
     # where sparsity alone identifies (one domain, structural sparsity), linear and nonlinear, d_x = n and 2n:
     # does Gaussian + L1 recover the mixing where the penalty-free model cannot?
-    "sparsity_only": Config(domains=(1,), seeds=5, steps=6_000, obs_dims=(5, 10), families=("laplace",),
+    "sparsity_only": Config(domains=(1,), seeds=5, num_steps=6_000, obs_dims=(5, 10), families=("laplace",),
                             arms=("structural",), mixings=("linear", "nonlinear"),
                             methods=("cg_vae_no_flow", "ivae"), hidden=(64, 64), chunk_steps=2_000),
     # the decision on a 2-core CPU (about an hour): the claim's regime (non-Gaussian sources, structural sparsity,
     # d_x = 2n), every method of the design, 10 seeds, domains on both sides of 2n + 1 = 11
-    "cpu": Config(domains=(1, 2, 3, 5, 12), steps=3_000, obs_dims=(10,), families=("laplace", "mixture"),
+    "cpu": Config(domains=(1, 2, 3, 5, 12), num_steps=3_000, obs_dims=(10,), families=("laplace", "mixture"),
                   arms=("structural",), hidden=(32, 32), chunk_steps=2_000),
     # the full design (meant for a GPU): every family, arm and d_x, 10 seeds, cg.fit's defaults, an α sweep
     "paper": Config(alphas=(0.03, 0.3), chunk_steps=10_000),
@@ -130,7 +132,7 @@ PRESETS = {
 @functools.lru_cache(maxsize=None)
 def _dataset(c: Config, family: str, arm: str, obs_dim: int, mixing: str, domains: int, seed: int):
     block = dict(family=family, arm=arm, obs_dim=obs_dim, mixing=mixing)
-    return sparse_data.generate(seed, domains, c.total, c.spec(block), heldout=c.heldout)
+    return c.spec(block, domains).draw(rng.key(seed), c.total)
 
 
 def dataset(c: Config, run: dict) -> sparse_data.SparseData:
@@ -145,15 +147,16 @@ def build_groups(c: Config) -> list[sweep.Group]:
     key = {"record_version": RECORD_VERSION,
            "generator": {"version": sparse_data.GENERATOR_VERSION, "latent_dim": c.latent_dim,
                          "density": c.density, "total": c.total, "heldout": c.heldout}}
-    return cg_runs.build_groups(runs, lambda r: dataset(c, r), latent_dim=c.latent_dim, num_domains=max(c.domains),
+    return cg_runs.build_groups(runs, lambda r: dataset(c, r).arrays(), latent_dim=c.latent_dim,
+                                num_domains=max(c.domains),
                                 group_by=BLOCK, key=key, preprocess=c.preprocess, heldout=True,
-                                num_steps=c.steps, hidden=tuple(c.hidden))
+                                **cg_runs.overrides(c))
 
 
 def reference_records(c: Config) -> list[dict]:
     """Per (block, domains, seed): the raw observations' MCC (the floor) and the true
     mixing's support AUROC in the units the models are scored in (the ceiling)."""
-    rows = fitting.jacobian_rows(c.total)
+    rows = cg_train.jacobian_rows(c.total)
     out = []
     for b in c.blocks():
         for d in c.domains:
@@ -304,7 +307,7 @@ def write_report(records: list[dict], c: Config, out: Path, info: dict) -> str:
             f" off the diagonal, edges ±U(0.5, 1.5), sources whose means and scales change across domains,"
             f" {c.total} training and {c.heldout} held-out samples split evenly between the domains; the mixing"
             f" of a seed is the same at every number of domains. cg.fit's estimator ({c.preprocess} x, hidden"
-            f" {tuple(cfg['hidden'])}, {c.steps} steps, the penalty on after"
+            f" {tuple(cfg['hidden'])}, {c.num_steps} steps, the penalty on after"
             f" {fitting.SPARSE_WARMUP_FRACTION:.0%} of them, α = {models.DEFAULT_ALPHA}); {c.seeds} seeds;"
             f" device {dev['backend']} ({dev['device_kind']} x{dev['device_count']}); train time"
             f" {sum(r['train_s_per_run'] for r in records):.0f}s over {len(records)} runs, this invocation"

@@ -26,7 +26,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from cg import data as cg_data, sparse_data
+from cg import data as cg_data
+from cg import sparse_data
 from mechind.core import metrics, report
 
 PENALTIES = {
@@ -63,7 +64,7 @@ def mixing_matrix(seed: int, spec) -> jax.Array:
     sparse benchmark: x z-scored and each latent at unit variance (one domain), so a
     rotation of the whitened latents is a rotation of the columns."""
     if isinstance(spec, sparse_data.Spec):
-        d = sparse_data.generate(seed, 1, 4000, spec)
+        d = spec.draw(jax.random.PRNGKey(seed), 4000)  # one domain
         return jnp.asarray(d.mixing.a / d.x.std(0)[:, None] * d.scales[0][None, :], jnp.float32)
     mix = cg_data.sample_mixing(jax.random.PRNGKey(seed), spec)
     return mix["w"] * mix["a"][None, :]

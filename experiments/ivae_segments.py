@@ -25,7 +25,8 @@ import numpy as np
 from cg import fitting, ivae_data, models
 from experiments import cg_runs, framework, sweep
 from experiments.framework import setting
-from mechind.core import metrics, report
+from mechind.core import metrics, report, rng
+
 
 @dataclasses.dataclass(frozen=True)
 class Config:
@@ -33,7 +34,7 @@ class Config:
 
     segments: tuple[int, ...] = setting((2, 5, 10, 20, 40), "numbers of segments")
     seeds: int = setting(5, "number of seeds (data and initialisation)")
-    steps: int = setting(fitting.FIT_DEFAULTS["num_steps"], "training steps per run")
+    num_steps: int = setting(fitting.FIT_DEFAULTS["num_steps"], "training steps per run")
     methods: tuple[str, ...] = setting(("ivae", "cg_vae"), "methods to fit", choices=tuple(models.METHODS))
     latent_dim: int = setting(5, "number of sources n (= d_x)")
     per_segment: int = setting(1_000, "points per segment")
@@ -61,10 +62,14 @@ FLOOR = "observations x (no model)"
 RECORD_VERSION = 2  # bump when a record gains or changes a field, so older results are not mixed in
 
 
-def datasets(c: Config, segments: int) -> list[ivae_data.IVAEData]:
-    """The dataset of each seed for ``segments`` segments."""
-    return [ivae_data.generate(s, segments, c.per_segment, c.latent_dim, act=c.act, density=c.density)
-            for s in range(c.seeds)]
+def dataset(c: Config, segments: int) -> ivae_data.Protocol:
+    """The dataset of ``segments`` segments (its draw of a seed is the same for every method)."""
+    return ivae_data.Protocol(segments, c.latent_dim, act=c.act, density=c.density)
+
+
+def datasets(c: Config, segments: int) -> list[dict]:
+    """The arrays of each seed for ``segments`` segments (:meth:`ivae_data.Protocol.sample`)."""
+    return [dataset(c, segments).sample(rng.key(s), segments * c.per_segment) for s in range(c.seeds)]
 
 
 def build_groups(c: Config) -> list[sweep.Group]:
@@ -74,13 +79,14 @@ def build_groups(c: Config) -> list[sweep.Group]:
     data = {m: datasets(c, m) for m in c.segments}
     sparse = c.density < 1
     runs = cg_runs.plan(c.methods, c.seeds, [{"segments": m} for m in c.segments])
-    extra = (lambda r, d: {"structural_sparsity": int(d.structural_sparsity.sum())}) if sparse else None
+    extra = (lambda r, d: {"structural_sparsity": int(ivae_data.structural_sparsity(d["support"]).sum())}) \
+        if sparse else None
     key = {"record_version": RECORD_VERSION,
            "generator": {"version": ivae_data.GENERATOR_VERSION, "act": c.act, "per_segment": c.per_segment,
                          "latent_dim": c.latent_dim, **({"density": c.density} if sparse else {})}}
     return cg_runs.build_groups(runs, lambda r: data[r["segments"]][r["seed"]], latent_dim=c.latent_dim,
                                 num_domains=None, group_by=("segments",), key=key, with_support=sparse,
-                                extra=extra, num_steps=c.steps)
+                                extra=extra, **cg_runs.overrides(c))
 
 
 def floor_records(c: Config) -> list[dict]:
@@ -88,7 +94,8 @@ def floor_records(c: Config) -> list[dict]:
     out = []
     for m in c.segments:
         for sd, d in enumerate(datasets(c, m)):
-            out.append({"method": FLOOR, "segments": m, "seed": sd, "mcc": metrics.mcc(d.s, d.x), "failed": False})
+            out.append({"method": FLOOR, "segments": m, "seed": sd, "mcc": metrics.mcc(d["z"], d["x"]),
+                        "failed": False})
     return out
 
 
@@ -137,10 +144,12 @@ def write_report(records: list[dict], c: Config, out: Path, info: dict) -> str:
               f"sparse variant (support density {c.density:g}, first layer masked, later layers diagonal, {c.act})")
     header = (f"# iVAE's protocol: MCC vs number of segments ({info['preset']} preset)\n\n"
               f"n = d_x = {c.latent_dim}, {c.per_segment} points per segment, {mixing} "
-              f"(cg.ivae_data v{ivae_data.GENERATOR_VERSION}); cg.fit defaults: whitened x, hidden {tuple(cfg['hidden'])}, "
+              f"(cg.ivae_data v{ivae_data.GENERATOR_VERSION}); cg.fit defaults: whitened x, "
+              f"hidden {tuple(cfg['hidden'])}, "
               f"{cfg['posterior_cov']}-covariance posterior" + (" conditioned on u" if cfg["encoder_u"] else "")
               + f", decoder variance {'learned from ' if cfg['learn_obs_var'] else ''}{cfg['obs_var']}, "
-              f"batch {cfg['batch_size']}, Adam {cfg['lr']} (/ 10 at {cfg['lr_drop']:.0%}), {c.steps} steps; {c.seeds} "
+              f"batch {cfg['batch_size']}, Adam {cfg['lr']} (/ 10 at {cfg['lr_drop']:.0%}), {c.num_steps} steps; "
+              f"{c.seeds} "
               f"seeds (data and init), MCC of the posterior means on the whole dataset; device {dev['backend']} "
               f"({dev['device_kind']} x{dev['device_count']}); train time "
               f"{sum(r['train_s_per_run'] for r in models_only):.0f}s over {len(models_only)} runs, this invocation "

@@ -8,7 +8,7 @@ from cg import sparse_data
 from experiments import cg_benchmark as bench
 from mechind.core import metrics, report, rng
 
-TINY = ["--domains", "1", "2", "--seeds", "2", "--steps", "20", "--chunk-steps", "10", "--latent-dim", "2",
+TINY = ["--domains", "1", "2", "--seeds", "2", "--num-steps", "20", "--chunk-steps", "10", "--latent-dim", "2",
         "--obs-dims", "4", "--families", "laplace", "--arms", "structural", "--total", "400", "--heldout", "100",
         "--hidden", "8", "--no-progress"]
 
