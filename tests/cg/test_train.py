@@ -116,20 +116,19 @@ def test_train_step_draws_its_minibatch_and_noise_from_the_step_keys():
     hp = cg_train.HParams(jnp.float32(0.0), jnp.float32(1.0), jnp.float32(c.lr))
     state = cg_train.init_state(c, nets, tx, rng.key(5), hp)
     data = {"x": jnp.asarray(d.x), "u": jnp.asarray(d.u)}
-    i = jnp.int32(7)
-    new, value = cg_train.train_step(c, nets, tx, state, data, hp, i)
+    new, value = jax.jit(lambda s: cg_train.train_step(c, nets, tx, s, data, hp, jnp.int32(7)))(state)
     k_batch, k_noise = jax.random.split(jax.random.fold_in(state.key, 7))
     idx = jax.random.randint(k_batch, (16,), 0, len(d.x))
-    by_hand = cg_train.loss(c, nets, state.params, data["x"][idx], data["u"][idx], k_noise, hp, 0.0)
-    assert float(value) == pytest.approx(float(by_hand), rel=1e-6)
-    grads = jax.grad(lambda p: cg_train.loss(c, nets, p, data["x"][idx], data["u"][idx], k_noise, hp, 0.0))(
-        state.params)
+    by_hand = lambda p: cg_train.loss(c, nets, p, data["x"][idx], data["u"][idx], k_noise, hp, 0.0)  # noqa: E731
+    loss, grads = jax.jit(jax.value_and_grad(by_hand))(state.params)
+    assert float(value) == pytest.approx(float(loss), rel=1e-6)
     moved = jax.tree.map(lambda a, b: a - b, new.params, state.params)
     for m, g in zip(jax.tree.leaves(moved), jax.tree.leaves(grads)):
         big = np.abs(np.asarray(g)) > 1e-4  # Adam's eps blurs the sign of tiny gradients
         np.testing.assert_allclose(np.asarray(m)[big], -1e-3 * np.sign(np.asarray(g))[big], rtol=1e-3)
 
 
+@pytest.mark.slow  # 8 s; the runner's own equality of make_train and run_group is tested on its toy tasks
 def test_train_is_one_run_of_the_task():
     """cg.train.train (one run as one program) and the runner's group agree."""
     d = _data(4, per=60)
