@@ -20,7 +20,9 @@ What a draw returns, by name (only ``x`` is required; the rest where known):
 
 Arrays that are the same for every sample (``support``, ``graph``) have no sample axis.
 
-``traceable`` datasets draw with ``jax`` (inside the compiled run, per run key);
+``traceable`` datasets draw with ``jax`` (inside the compiled run, per run key; always in
+the random mode the runner traces in, :mod:`mechind.core.rng`, so a key draws the same
+data inside and outside a run);
 the others draw on the host with numpy (seeded from the key, :func:`numpy_seed`) and
 reach the runner as arrays, through the same route (:func:`draw`,
 ``runner.run_group(..., given=...)``). ``version`` is bumped whenever the same key would
@@ -37,6 +39,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from mechind.core import rng
+
 Array = jax.Array
 
 # What :meth:`Dataset.sample` may return; anything else must be documented by the dataset.
@@ -51,6 +55,13 @@ class Dataset:
     name: ClassVar[str] = ""  # set by register()
     version: ClassVar[int] = 1  # bump when the same key draws different data
     traceable: ClassVar[bool] = True  # sample() is pure jax (False: numpy on the host)
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        # a traceable draw is the same wherever it is made: in a run (which the runner traces
+        # in the pipelines' random mode), under draw(), or eagerly in a notebook
+        if cls.traceable and "sample" in cls.__dict__:
+            cls.sample = rng.traced_in_fast_mode(cls.__dict__["sample"])
 
     def sample(self, key: Array, num_samples: int) -> dict:
         """``{"x": [N, d_x], ...}`` (see the module docstring): ``num_samples`` draws."""

@@ -43,6 +43,18 @@ def test_traced_draw_is_each_key_drawn_alone():
     np.testing.assert_allclose(d["x"][2], d["z"][2] @ np.arange(6.0).reshape(3, 2).T, rtol=1e-5, atol=1e-6)
 
 
+def test_a_key_draws_the_same_data_inside_and_outside_a_run():
+    from mechind.core import runner
+
+    ds, key = ToyLinear(), rng.key(3)
+    task = runner.Task(make_data=lambda k, given: ds.sample(k, 8), init=lambda k, d, h: d["x"].sum(),
+                       step=lambda s, d, h, i: (s, s), evaluate=lambda s, d, h: {"z": d["z"]}, num_steps=1)
+    _, inside = jax.jit(runner.make_train(task))(key, None)
+    with jax.threefry_partitionable(True):  # jax's default mode, which the runner does not trace in
+        outside = ds.sample(key, 8)["z"]
+    np.testing.assert_array_equal(inside["z"], outside)  # the random draw itself (x adds a matmul's rounding)
+
+
 def test_user_arrays_are_a_dataset():
     x, z, u = np.arange(20.0).reshape(10, 2), np.arange(10.0)[:, None], np.arange(10) % 2
     ds = datasets.Arrays(x=x, z=z, u=u)
