@@ -267,8 +267,9 @@ def train_step(c: CGConfig, nets: Nets, tx: optax.GradientTransformation, state:
     # a warm-up fine-tunes with the penalty from an ELBO solution (as the CG GAN code does)
     alpha = jnp.where(i >= c.sparse_warmup, hp.alpha, 0.0)
     warm = jnp.minimum(1.0, (i + 1.0) / c.kl_warmup) if c.kl_warmup else 1.0
-    objective = lambda p: loss(c, nets, p, batch["x"], batch["u"], k_noise, hp._replace(beta=hp.beta * warm), alpha)  # noqa: E731
-    value, grads = jax.value_and_grad(objective)(state.params)
+    hp_i = hp._replace(beta=hp.beta * warm)
+    value, grads = jax.value_and_grad(loss, argnums=2)(c, nets, state.params, batch["x"], batch["u"], k_noise,
+                                                       hp_i, alpha)
     return training.apply_gradients(tx, state, grads), value
 
 
