@@ -123,12 +123,16 @@ def minibatch(key: Array, data: dict, names: Sequence[str], batch_size: int, num
 
 
 def gaussian_kl(mean_q: Array, var_q: Array, mean_p: Array, var_p: Array,
-                log_var_q: Array | None = None, log_var_p: Array | None = None) -> Array:
-    """``KL(N(mean_q, var_q) || N(mean_p, var_p))`` per coordinate (broadcast shape).
+                log_var_q: Array | None = None, log_var_p: Array | None = None, axis: int | None = None) -> Array:
+    """``KL(N(mean_q, var_q) || N(mean_p, var_p))`` per coordinate (broadcast shape), or
+    summed over ``axis`` (diagonal Gaussians).
 
     Pass the log-variances too when the model holds them: ``log(exp(v))`` is not ``v`` in
-    floating point, and a KL taken from the logs the model learned is the exact one.
+    floating point, and a KL taken from the logs the model learned is the exact one. With
+    ``axis`` the factor 1/2 is applied after the sum (one multiplication, not one per term;
+    the two forms differ in the last bit).
     """
     log_var_q = jnp.log(var_q) if log_var_q is None else log_var_q
     log_var_p = jnp.log(var_p) if log_var_p is None else log_var_p
-    return 0.5 * (log_var_p - log_var_q + (var_q + (mean_q - mean_p) ** 2) / var_p - 1.0)
+    terms = log_var_p - log_var_q + (var_q + (mean_q - mean_p) ** 2) / var_p - 1.0
+    return 0.5 * (terms if axis is None else jnp.sum(terms, axis))

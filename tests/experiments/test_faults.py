@@ -24,7 +24,7 @@ from mechind.core import report
 from tests.experiments.test_framework import TOY
 
 ARGS = ["-m", "experiments.ivae_segments", "--segments", "2", "3", "--methods", "ivae", "--seeds", "2",
-        "--steps", "400", "--chunk-steps", "4", "--no-progress"]
+        "--num-steps", "400", "--chunk-steps", "4", "--no-progress"]
 
 
 def _cli(out: Path, **kw) -> subprocess.CompletedProcess:
