@@ -99,3 +99,14 @@ def test_gaussian_kl_matches_numerical_integration(mq, vq, mp, vp):
     assert float(ours) == pytest.approx(num, abs=1e-5)
     with_logs = training.gaussian_kl(mq, vq, mp, vp, np.log(vq), np.log(vp))
     assert float(with_logs) == pytest.approx(num, abs=1e-5)
+
+
+def test_gaussian_kl_summed_over_an_axis_is_the_sum_of_its_terms():
+    g = np.random.default_rng(0)
+    mq, mp = g.normal(size=(4, 3)), g.normal(size=(4, 3))
+    vq, vp = g.uniform(0.2, 2.0, (4, 3)), g.uniform(0.2, 2.0, (4, 3))
+    per = np.asarray(training.gaussian_kl(mq, vq, mp, vp))
+    summed = np.asarray(training.gaussian_kl(mq, vq, mp, vp, np.log(vq), np.log(vp), axis=-1))
+    np.testing.assert_allclose(summed, per.sum(-1), rtol=1e-6)
+    closed = 0.5 * (np.log(vp / vq) + (vq + (mq - mp) ** 2) / vp - 1).sum(-1)  # the textbook formula, float64
+    np.testing.assert_allclose(summed, closed, rtol=1e-5)
