@@ -122,7 +122,8 @@ def make(name: str, **settings) -> Dataset:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise ValueError(f"dataset {name!r} has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(known))}")
+        raise ValueError(f"dataset {name!r} has no setting {', '.join(unknown)}; "
+                         f"its settings: {', '.join(sorted(known))}")
     return cls(**settings)
 
 
