@@ -38,11 +38,6 @@ def to_data(k: jax.Array) -> jax.Array:
     return jax.random.key_data(k) if jnp.issubdtype(k.dtype, jax.dtypes.prng_key) else k
 
 
-def from_data(d: jax.Array) -> jax.Array:
-    """A key usable by ``jax.random`` from raw data (raw keys are used as they are)."""
-    return d
-
-
 def fast_compile():
     """Context in which random draws are traced in the pipelines' mode."""
     return jax.threefry_partitionable(False)

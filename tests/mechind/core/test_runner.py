@@ -22,7 +22,7 @@ def _toy_task(num_steps: int = 40) -> runner.Task:
         return {"w": jnp.zeros(DIM), "key": rng.to_data(key)}
 
     def step(state, data, hp, i):
-        idx = jax.random.randint(jax.random.fold_in(rng.from_data(state["key"]), i), (BATCH,), 0, N)
+        idx = jax.random.randint(jax.random.fold_in(state["key"], i), (BATCH,), 0, N)
         x, y = data["x"][idx], data["y"][idx]
         loss, g = jax.value_and_grad(lambda w: jnp.mean((x @ w - y) ** 2))(state["w"])
         loss = jnp.where(hp["lr"] < 0, jnp.nan, loss)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 
 from experiments import mechind_overlap, sweep
-from mechind.core import report
 
 
 def test_group_labels_name_what_differs():
@@ -14,19 +13,6 @@ def test_group_labels_name_what_differs():
     assert sweep.group_labels(groups) == ["K 2, overlap 0.0", "K 2, overlap 0.5", "K 3, overlap 0.0",
                                           "K 3, overlap 0.5"]
     assert sweep.group_labels(groups[:1]) == [f"id {groups[0].id}"]
-
-
-def test_read_jsonl_raises_on_corruption_inside_the_file(tmp_path):
-    path = tmp_path / "r.jsonl"
-    path.write_text('{"a": 1}\n{"a": \n{"a": 3}\n')
-    with pytest.raises(ValueError, match="line 2"):
-        report.read_jsonl(path)
-    # and an append after a cut tail starts on its own line
-    path.write_text('{"a": 1}\n{"a": 2')
-    report.append_jsonl(path, [{"a": 3}])
-    assert report.read_jsonl(path) == [{"a": 1}, {"a": 3}]
-    assert report.unique_records([{"run_id": "x", "v": 1}, {"run_id": "y"}, {"run_id": "x", "v": 2}]) == \
-        [{"run_id": "x", "v": 2}, {"run_id": "y"}]
 
 
 def test_paired_differences_and_wilcoxon_closed_form():

@@ -16,8 +16,8 @@ MECHSPARSE_REPO = Path(os.environ.get("MECHSPARSE_REPO",
 def test_reference_kl_equals_ours_and_it_trains(tmp_path):
     torch = pytest.importorskip("torch")
     from experiments.reference import checkouts, mechsparse
-    from mechsparse import data as ms_data
     from mechind.core import training
+    from mechsparse import data as ms_data
     from mechsparse import train as ms_train
 
     tree = checkouts.checkout(MECHSPARSE_REPO, tmp_path / "ref", checkouts.MECHSPARSE_MARKER,
