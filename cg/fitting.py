@@ -64,12 +64,10 @@ SPARSE_WARMUP_FRACTION = 0.5  # sparse methods: the L1 penalty fine-tunes an ELB
 # closed form (Gaussian priors), hidden (128, 128) and Adam 2e-3 for 20k steps with lr / 10 for
 # the last quarter (wider and faster-learning beat (64, 64) at 1e-3 for 60k steps, at a third
 # of the cost); chosen on data seeds 0-4 and checked on held-out seeds 5-9
-FIT_DEFAULTS = dict(num_steps=20_000, hidden=(128, 128), lr=2e-3, obs_var=0.5, learn_obs_var=True,
-                    posterior_cov="full", kl="analytic", encoder_u=True, lr_drop=0.75)
 # float32 holds magnitudes to ~3.4e38 and its squares (a variance) to ~1.8e19: values beyond this
 # overflow the statistics of the preprocessing (the penalty's map became zeros: issue 20)
 MAX_ABS_X = 1e15
-MAX_LABEL = 2 ** 31 - 1
+MAX_LABEL = 2**31 - 1
 
 
 @dataclasses.dataclass(frozen=True)
@@ -161,8 +159,10 @@ def _check_x(x, obs_dim: int | None = None) -> np.ndarray:
         raise ValueError(f"x holds {int(bad.sum())} NaN/inf value(s), first in row {rows[0]}")
     big = np.abs(x) > MAX_ABS_X
     if big.any():
-        raise ValueError(f"x holds {int(big.sum())} value(s) of magnitude above {MAX_ABS_X:.0e} (largest "
-                         f"{np.abs(x).max():.3g}), beyond what float32 statistics hold; rescale x first")
+        raise ValueError(
+            f"x holds {int(big.sum())} value(s) of magnitude above {MAX_ABS_X:.0e} (largest "
+            f"{np.abs(x).max():.3g}), beyond what float32 statistics hold; rescale x first"
+        )
     if obs_dim is not None and x.shape[1] != obs_dim:
         raise ValueError(f"x has {x.shape[1]} columns, the model was fitted to {obs_dim}")
     return x.astype(np.float32)
@@ -198,8 +198,10 @@ def check_inputs(x, u, *, method: str, latent_dim: int, batch_size: int) -> tupl
     x = _check_x(x)
     u = _check_u(u, len(x))
     if len(x) < batch_size:
-        raise ValueError(f"{len(x)} samples are fewer than one batch of {batch_size}: "
-                         f"use more data or a batch_size of at most {len(x)}")
+        raise ValueError(
+            f"{len(x)} samples are fewer than one batch of {batch_size}: "
+            f"use more data or a batch_size of at most {len(x)}"
+        )
     num_domains = int(u.max()) + 1
     missing = np.setdiff1d(np.arange(num_domains), u)
     if missing.size:
@@ -230,13 +232,15 @@ def preprocessing(x: np.ndarray, how: str, latent_dim: int | None = None) -> tup
     k = d if latent_dim is None or how == "whiten_all" else min(latent_dim, d)
     floor = evals[-k]  # the k-th largest: directions below it are scaled as it is, not blown up
     if floor <= 1e-12 * evals[-1] or evals[0] <= 1e-24 * evals[-1]:
-        raise ValueError(f"x has fewer than {k} directions of variance (a linear combination of its columns is "
-                         "constant): drop redundant columns, lower latent_dim or pass preprocess='standardize'")
+        raise ValueError(
+            f"x has fewer than {k} directions of variance (a linear combination of its columns is "
+            "constant): drop redundant columns, lower latent_dim or pass preprocess='standardize'"
+        )
     return mean.astype(np.float32), (evecs / np.sqrt(np.maximum(evals, floor))).astype(np.float32)
 
 
 def make_config(method: str, latent_dim: int, **overrides) -> cg_train.CGConfig:
-    """The config of a fit: :data:`FIT_DEFAULTS`, then the method's entry of
+    """The config of a fit: :class:`cg.train.CGConfig`'s defaults, then the method's entry of
     :data:`cg.models.METHODS` (prior, penalty, weights, settings), then ``overrides``
     (fields of :class:`cg.train.CGConfig`, except those a method fixes)."""
     if method not in models.METHODS:
@@ -244,22 +248,33 @@ def make_config(method: str, latent_dim: int, **overrides) -> cg_train.CGConfig:
     known = {f.name for f in dataclasses.fields(cg_train.CGConfig)} - set(METHOD_FIELDS) - {"latent_dim"}
     fixed = sorted(set(overrides) & set(METHOD_FIELDS))
     if fixed:
-        raise ValueError(f"{fixed} are set by the method; pick the method that has the one you want "
-                         f"({', '.join(f'{k}: {m.prior}' for k, m in models.METHODS.items())})")
+        raise ValueError(
+            f"{fixed} are set by the method; pick the method that has the one you want "
+            f"({', '.join(f'{k}: {m.prior}' for k, m in models.METHODS.items())})"
+        )
     unknown = set(overrides) - known
     if unknown:
         raise ValueError(f"unknown setting(s) {sorted(unknown)}; valid: {sorted(known)}")
     m = models.METHODS[method]
-    base = dict(FIT_DEFAULTS, latent_dim=latent_dim, prior=m.prior, sparse=m.sparse, penalty=m.penalty or "exact",
-                alpha=m.alpha, beta=m.beta, **dict(m.settings))
+    base = dict(
+        latent_dim=latent_dim,
+        prior=m.prior,
+        sparse=m.sparse,
+        penalty=m.penalty or "exact",
+        alpha=m.alpha,
+        beta=m.beta,
+        **dict(m.settings),
+    )
     if m.sparse and "sparse_warmup" not in overrides:
         # the penalty on from the start, with the decoder variance starting large, switched every
         # latent off (CG-VAE MCC 0.28-0.35, 0 active latents); on after half the steps: 0.87
-        steps = overrides.get("num_steps", base["num_steps"])
+        steps = overrides.get("num_steps", cg_train.CGConfig.num_steps)
         base["sparse_warmup"] = int(SPARSE_WARMUP_FRACTION * steps) if isinstance(steps, int) else 0
     if not m.sparse and overrides.get("alpha", 0) != 0:
-        raise ValueError(f"method {method!r} has no sparsity penalty, so alpha must stay 0; "
-                         f"the methods with one: {sorted(k for k, v in models.METHODS.items() if v.sparse)}")
+        raise ValueError(
+            f"method {method!r} has no sparsity penalty, so alpha must stay 0; "
+            f"the methods with one: {sorted(k for k, v in models.METHODS.items() if v.sparse)}"
+        )
     return cg_train.CGConfig(**{**base, **overrides})
 
 
@@ -303,8 +318,18 @@ class Prepared:
         return cg_train.make_task(self.config, self.data["x"].shape[-1], self.num_domains)
 
 
-def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten", num_domains: int | None = None,
-            xs_val=None, us_val=None, **overrides) -> Prepared:
+def prepare(
+    xs,
+    us,
+    *,
+    method: str,
+    latent_dim: int,
+    preprocess: str = "whiten",
+    num_domains: int | None = None,
+    xs_val=None,
+    us_val=None,
+    **overrides,
+) -> Prepared:
     """Validate (before anything compiles) and preprocess ``xs [R, N, d_x]``, ``us [R, N]``
     (and held-out ``xs_val [R, V, d_x]``, ``us_val [R, V]``, preprocessed with the training
     data's statistics).
@@ -318,8 +343,9 @@ def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten",
     if preprocess not in PREPROCESS:
         raise ValueError(f"preprocess must be one of {PREPROCESS}, got {preprocess!r}")
     config = make_config(method, latent_dim, **overrides)  # bad settings fail before the data are touched
-    checked = [check_inputs(x, u, method=method, latent_dim=latent_dim, batch_size=config.batch_size)
-               for x, u in zip(xs, us)]
+    checked = [
+        check_inputs(x, u, method=method, latent_dim=latent_dim, batch_size=config.batch_size) for x, u in zip(xs, us)
+    ]
     used = max(c[2] for c in checked)
     if num_domains is None:
         num_domains = used
@@ -340,8 +366,18 @@ def prepare(xs, us, *, method: str, latent_dim: int, preprocess: str = "whiten",
     return Prepared(method, config, data, mean, proj, num_domains, out_map)
 
 
-def fit_many(keys, xs, us, *, method: str = "ivae", latent_dim: int, preprocess: str = "whiten",
-             chunk_steps: int = 1_000, progress: bool = True, **overrides) -> list[Fitted]:
+def fit_many(
+    keys,
+    xs,
+    us,
+    *,
+    method: str = "ivae",
+    latent_dim: int,
+    preprocess: str = "whiten",
+    chunk_steps: int = 1_000,
+    progress: bool = True,
+    **overrides,
+) -> list[Fitted]:
     """Fit R models at once, run r on ``(xs[r], us[r])`` with key ``keys[r]``, as one
     compiled, vmapped program. ``xs [R, N, d_x]``, ``us [R, N]``: datasets of equal shape
     (the same dataset repeated fits several seeds). See :func:`fit`."""
@@ -350,13 +386,33 @@ def fit_many(keys, xs, us, *, method: str = "ivae", latent_dim: int, preprocess:
         raise ValueError(f"need keys [R, 2] with R = len(xs); got {keys.shape} for {len(np.asarray(xs))} datasets")
     p = prepare(xs, us, method=method, latent_dim=latent_dim, preprocess=preprocess, **overrides)
     res = runner.run_group(p.task(), keys, p.hparams(), chunk_steps=chunk_steps, progress=progress, given=p.data)
-    return [Fitted(p.config, method, jax.device_get(jax.tree.map(lambda a, i=i: a[i], res.state.params)),
-                   p.mean[i], p.proj[i], p.num_domains, res.loss_history[i], bool(res.failed[i]))
-            for i in range(len(keys))]
+    return [
+        Fitted(
+            p.config,
+            method,
+            jax.device_get(jax.tree.map(lambda a, i=i: a[i], res.state.params)),
+            p.mean[i],
+            p.proj[i],
+            p.num_domains,
+            res.loss_history[i],
+            bool(res.failed[i]),
+        )
+        for i in range(len(keys))
+    ]
 
 
-def fit(key, x, u, *, method: str = "ivae", latent_dim: int, preprocess: str = "whiten",
-        chunk_steps: int = 1_000, progress: bool = True, **overrides) -> Fitted:
+def fit(
+    key,
+    x,
+    u,
+    *,
+    method: str = "ivae",
+    latent_dim: int,
+    preprocess: str = "whiten",
+    chunk_steps: int = 1_000,
+    progress: bool = True,
+    **overrides,
+) -> Fitted:
     """Fit one model of ``cg.models.METHODS`` to ``x [N, d_x]`` with domain labels ``u [N]``.
 
     Args:
@@ -380,8 +436,17 @@ def fit(key, x, u, *, method: str = "ivae", latent_dim: int, preprocess: str = "
         raise ValueError(f"key must be a PRNG key of shape (2,), e.g. jax.random.PRNGKey(0); got shape {key.shape}")
     x = _check_x(x)  # clear messages for a single dataset's shapes before stacking
     u = _check_u(u, len(x))
-    return fit_many(key[None], x[None], u[None], method=method, latent_dim=latent_dim, preprocess=preprocess,
-                    chunk_steps=chunk_steps, progress=progress, **overrides)[0]
+    return fit_many(
+        key[None],
+        x[None],
+        u[None],
+        method=method,
+        latent_dim=latent_dim,
+        preprocess=preprocess,
+        chunk_steps=chunk_steps,
+        progress=progress,
+        **overrides,
+    )[0]
 
 
 def _parse_value(text: str):
@@ -453,30 +518,51 @@ def main(argv=None) -> int:
     """The command line; a user mistake is one line on stderr and exit code 2 (set
     ``MECHIND_DEBUG=1`` for the traceback), Ctrl-C one line and exit code 130."""
     ap = argparse.ArgumentParser(
-        prog="python -m cg.fitting", description=(
+        prog="python -m cg.fitting",
+        description=(
             "Fit CG-VAE, iVAE, beta-VAE or an ablation to an .npz holding x [N, d_x] (float) and u [N] "
             "(integer domain labels 0..M-1), optionally the true latents z [N, n] (then MCC is reported). "
             "Writes the posterior means and the loss history to --out (.npz) and a summary as JSON. "
-            "Methods: " + "; ".join(f"{k}: {m.doc}" for k, m in models.METHODS.items()) + "."))
+            "Methods: " + "; ".join(f"{k}: {m.doc}" for k, m in models.METHODS.items()) + "."
+        ),
+    )
     ap.add_argument("data", type=Path, help=".npz file with arrays x, u (and optionally z)")
-    ap.add_argument("--method", default="ivae", choices=sorted(models.METHODS),
-                    help="which model: its prior, penalty and beta (default: ivae)")
-    ap.add_argument("--latent-dim", type=int, default=None,
-                    help="number of latents (default: the width of z if given, else of x)")
+    ap.add_argument(
+        "--method",
+        default="ivae",
+        choices=sorted(models.METHODS),
+        help="which model: its prior, penalty and beta (default: ivae)",
+    )
+    ap.add_argument(
+        "--latent-dim", type=int, default=None, help="number of latents (default: the width of z if given, else of x)"
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batches (default 0)")
-    ap.add_argument("--steps", type=int, default=None,
-                    help=f"training steps (default {FIT_DEFAULTS['num_steps']})")
-    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                    help="any other CGConfig field, e.g. --set lr=0.003 'hidden=[64,64]' alpha=0.5 "
-                         "(values parsed as JSON; lists become tuples)")
-    ap.add_argument("--preprocess", default="whiten", choices=PREPROCESS,
-                    help="whiten the leading latent-dim directions of x (default), z-score each dimension, "
-                         "none, or whiten every direction (whiten_all)")
-    ap.add_argument("--out", type=Path, default=None,
-                    help="output .npz (default: <data>_<method>_fit.npz beside the data); never the input")
+    ap.add_argument("--steps", type=int, default=None, help=f"training steps (default {cg_train.CGConfig.num_steps})")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="any other CGConfig field, e.g. --set lr=0.003 'hidden=[64,64]' alpha=0.5 "
+        "(values parsed as JSON; lists become tuples)",
+    )
+    ap.add_argument(
+        "--preprocess",
+        default="whiten",
+        choices=PREPROCESS,
+        help="whiten the leading latent-dim directions of x (default), z-score each dimension, "
+        "none, or whiten every direction (whiten_all)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="output .npz (default: <data>_<method>_fit.npz beside the data); never the input",
+    )
     ap.add_argument("--no-progress", action="store_true", help="no progress bar")
-    ap.add_argument("--debug", action="store_true",
-                    help=f"full tracebacks instead of one-line errors (also: {report.DEBUG_ENV}=1)")
+    ap.add_argument(
+        "--debug", action="store_true", help=f"full tracebacks instead of one-line errors (also: {report.DEBUG_ENV}=1)"
+    )
     args = ap.parse_args(argv)
     try:
         return _run(args)
@@ -512,13 +598,26 @@ def _run(args) -> int:
     if z is not None:
         z = _check_z(z, len(x))
     latent_dim = args.latent_dim if args.latent_dim is not None else (z.shape[1] if z is not None else x.shape[1])
-    fitted = fit(rng.key(args.seed), x, u, method=args.method, latent_dim=latent_dim,
-                 preprocess=args.preprocess, progress=not args.no_progress, **overrides)
+    fitted = fit(
+        rng.key(args.seed),
+        x,
+        u,
+        method=args.method,
+        latent_dim=latent_dim,
+        preprocess=args.preprocess,
+        progress=not args.no_progress,
+        **overrides,
+    )
     z_hat = fitted.encode(x, u if fitted.config.encoder_u else None)
-    summary = {"method": args.method, "latent_dim": latent_dim, "samples": int(len(x)),
-               "domains": fitted.num_domains, "steps": fitted.config.num_steps,
-               "final_loss": float(fitted.loss_history[-1]) if fitted.loss_history.size else None,
-               "failed": fitted.failed}
+    summary = {
+        "method": args.method,
+        "latent_dim": latent_dim,
+        "samples": int(len(x)),
+        "domains": fitted.num_domains,
+        "steps": fitted.config.num_steps,
+        "final_loss": float(fitted.loss_history[-1]) if fitted.loss_history.size else None,
+        "failed": fitted.failed,
+    }
     if z is not None:
         summary["mcc"] = metrics.mcc(z, z_hat)
         summary["mcc_spearman"] = metrics.mcc(z, z_hat, method="spearman")

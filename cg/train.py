@@ -35,13 +35,22 @@ def _is_int(v) -> bool:
     return isinstance(v, numbers.Integral) and not isinstance(v, bool)
 
 
-_KINDS = {"int": _is_int, "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
-          "bool": lambda v: isinstance(v, bool), "str": lambda v: isinstance(v, str),
-          "tuple[int, ...]": lambda v: isinstance(v, tuple) and all(_is_int(h) for h in v)}
+_KINDS = {
+    "int": _is_int,
+    "float": lambda v: isinstance(v, numbers.Real) and not isinstance(v, bool),
+    "bool": lambda v: isinstance(v, bool),
+    "str": lambda v: isinstance(v, str),
+    "tuple[int, ...]": lambda v: isinstance(v, tuple) and all(_is_int(h) for h in v),
+}
 
 
-_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false", "str": "a string",
-          "tuple[int, ...]": "a list of integers"}
+_WORDS = {
+    "int": "an integer",
+    "float": "a number",
+    "bool": "true or false",
+    "str": "a string",
+    "tuple[int, ...]": "a list of integers",
+}
 
 
 def _check_types(config) -> None:
@@ -57,8 +66,9 @@ def _check_types(config) -> None:
 @dataclasses.dataclass(frozen=True)
 class CGConfig:
     """The model and its optimisation; validated on construction. Per-run numbers (alpha,
-    beta, lr) are defaults for a single run and vmapped data in a sweep. The defaults are
-    :func:`cg.fitting.make_config`'s business (``FIT_DEFAULTS``), not these."""
+    beta, lr) are defaults for a single run and vmapped data in a sweep. These defaults are
+    ``cg.fit``'s and every CG experiment's (a method's entry of :data:`cg.models.METHODS`
+    then sets its prior, penalty, weights and settings: :func:`cg.fitting.make_config`)."""
 
     latent_dim: int = 6  # n latents
     prior: str = "flow"  # "flow" (CG-VAE), "gaussian" (iVAE), "standard" (beta-VAE)
@@ -69,19 +79,19 @@ class CGConfig:
     sparse_warmup: int = 0  # steps trained on the ELBO alone before the penalty is switched on
     alpha: float = 0.1  # sparse-mixing weight
     beta: float = 1.0  # KL weight
-    obs_var: float = 0.01  # decoder variance (in preprocessed units); its initial value if learned
-    learn_obs_var: bool = False  # learn one scalar decoder variance by maximum likelihood
-    hidden: tuple[int, ...] = (32, 32)  # encoder/decoder widths
+    obs_var: float = 0.5  # decoder variance (in preprocessed units); its initial value if learned
+    learn_obs_var: bool = True  # learn one scalar decoder variance by maximum likelihood
+    hidden: tuple[int, ...] = (128, 128)  # encoder/decoder widths
     flow_hidden: int = 8  # DSF sigmoid units per dimension
     embed_dim: int = 16  # domain embedding size
     batch_size: int = 256
-    num_steps: int = 3_000
-    lr: float = 1e-3
-    lr_drop: float = 1.0  # fraction of training after which lr is divided by 10 (1: never)
+    num_steps: int = 20_000
+    lr: float = 2e-3
+    lr_drop: float = 0.75  # fraction of training after which lr is divided by 10 (1: never)
     activation: str = "lrelu"  # encoder/decoder nonlinearity: "lrelu" (slope 0.2) or "xtanh"
-    encoder_u: bool = False  # condition q(z | x, u) on the one-hot domain, as iVAE's encoder does
-    posterior_cov: str = "diagonal"  # q(z|x) covariance: "diagonal" (mean field) or "full" (Cholesky factor)
-    kl: str = "mc"  # "mc": one-sample KL for every prior; "analytic": closed form where it exists
+    encoder_u: bool = True  # condition q(z | x, u) on the one-hot domain, as iVAE's encoder does
+    posterior_cov: str = "full"  # q(z|x) covariance: "diagonal" (mean field) or "full" (Cholesky factor)
+    kl: str = "analytic"  # "mc": one-sample KL for every prior; "analytic": closed form where it exists
     kl_warmup: int = 0  # steps over which the KL weight rises linearly from 0 to beta (against posterior collapse)
     log_var_min: float = -10.0  # posterior log-variance clip
     log_var_max: float = 10.0
@@ -89,37 +99,59 @@ class CGConfig:
     def __post_init__(self):
         _check_types(self)
         checks = [
-            (_is_int(self.latent_dim) and self.latent_dim >= 1,
-             f"latent_dim must be a positive integer, got {self.latent_dim!r}"),
-            (_is_int(self.num_steps) and self.num_steps >= 1,
-             f"num_steps must be a positive integer, got {self.num_steps!r}"),
-            (_is_int(self.batch_size) and self.batch_size >= 1,
-             f"batch_size must be a positive integer, got {self.batch_size!r}"),
-            (all(_is_int(h) and h >= 1 for h in self.hidden) and len(self.hidden) >= 1,
-             f"hidden must be a list of positive integer widths, got {self.hidden!r}"),
-            (_is_int(self.flow_hidden) and self.flow_hidden >= 1,
-             f"flow_hidden must be a positive integer, got {self.flow_hidden!r}"),
-            (self.prior in models.PRIOR_CLASSES,
-             f"prior must be one of {tuple(models.PRIOR_CLASSES)}, got {self.prior!r}"),
+            (
+                _is_int(self.latent_dim) and self.latent_dim >= 1,
+                f"latent_dim must be a positive integer, got {self.latent_dim!r}",
+            ),
+            (
+                _is_int(self.num_steps) and self.num_steps >= 1,
+                f"num_steps must be a positive integer, got {self.num_steps!r}",
+            ),
+            (
+                _is_int(self.batch_size) and self.batch_size >= 1,
+                f"batch_size must be a positive integer, got {self.batch_size!r}",
+            ),
+            (
+                all(_is_int(h) and h >= 1 for h in self.hidden) and len(self.hidden) >= 1,
+                f"hidden must be a list of positive integer widths, got {self.hidden!r}",
+            ),
+            (
+                _is_int(self.flow_hidden) and self.flow_hidden >= 1,
+                f"flow_hidden must be a positive integer, got {self.flow_hidden!r}",
+            ),
+            (
+                self.prior in models.PRIOR_CLASSES,
+                f"prior must be one of {tuple(models.PRIOR_CLASSES)}, got {self.prior!r}",
+            ),
             (self.penalty in ("exact", "fd"), f"penalty must be 'exact' or 'fd', got {self.penalty!r}"),
-            (self.penalty_units in losses.UNITS,
-             f"penalty_units must be one of {losses.UNITS}, got {self.penalty_units!r}"),
+            (
+                self.penalty_units in losses.UNITS,
+                f"penalty_units must be one of {losses.UNITS}, got {self.penalty_units!r}",
+            ),
             (self.fd_step > 0, f"fd_step must be > 0, got {self.fd_step}"),
-            (0 <= self.sparse_warmup < self.num_steps,
-             f"sparse_warmup must lie in [0, num_steps={self.num_steps}), got {self.sparse_warmup}"),
+            (
+                0 <= self.sparse_warmup < self.num_steps,
+                f"sparse_warmup must lie in [0, num_steps={self.num_steps}), got {self.sparse_warmup}",
+            ),
             (self.alpha >= 0, f"alpha must be >= 0, got {self.alpha}"),
             (self.beta >= 0, f"beta must be >= 0, got {self.beta}"),
             (self.obs_var > 0, f"obs_var must be > 0, got {self.obs_var}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (0 <= self.lr_drop <= 1, f"lr_drop must lie in [0, 1], got {self.lr_drop}"),
-            (self.activation in models.ACTIVATIONS,
-             f"activation must be one of {models.ACTIVATIONS}, got {self.activation!r}"),
-            (self.posterior_cov in ("diagonal", "full"),
-             f"posterior_cov must be 'diagonal' or 'full', got {self.posterior_cov!r}"),
+            (
+                self.activation in models.ACTIVATIONS,
+                f"activation must be one of {models.ACTIVATIONS}, got {self.activation!r}",
+            ),
+            (
+                self.posterior_cov in ("diagonal", "full"),
+                f"posterior_cov must be 'diagonal' or 'full', got {self.posterior_cov!r}",
+            ),
             (self.kl in ("mc", "analytic"), f"kl must be 'mc' or 'analytic', got {self.kl!r}"),
             (self.log_var_min < self.log_var_max, "need log_var_min < log_var_max"),
-            (0 <= self.kl_warmup <= self.num_steps,
-             f"kl_warmup must lie in [0, num_steps={self.num_steps}], got {self.kl_warmup}"),
+            (
+                0 <= self.kl_warmup <= self.num_steps,
+                f"kl_warmup must lie in [0, num_steps={self.num_steps}], got {self.kl_warmup}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
@@ -140,13 +172,16 @@ class HParams(NamedTuple):
 
 def hparams(alphas, betas, lrs, out_map=None) -> HParams:
     """Per-run numbers with a leading run axis (``out_map [R, d_x, d_x]`` or None)."""
-    return HParams(jnp.asarray(alphas, jnp.float32), jnp.asarray(betas, jnp.float32), jnp.asarray(lrs, jnp.float32),
-                   None if out_map is None else jnp.asarray(out_map, jnp.float32))
-
+    return HParams(
+        jnp.asarray(alphas, jnp.float32),
+        jnp.asarray(betas, jnp.float32),
+        jnp.asarray(lrs, jnp.float32),
+        None if out_map is None else jnp.asarray(out_map, jnp.float32),
+    )
 
 
 JACOBIAN_SAMPLES = 1_000  # posterior means at which support recovery reads the decoder's Jacobian
-HELDOUT_STREAM = 2 ** 31 - 1  # fold_in data of the held-out ELBO's noise: no training step uses it
+HELDOUT_STREAM = 2**31 - 1  # fold_in data of the held-out ELBO's noise: no training step uses it
 
 
 class Nets(NamedTuple):
@@ -191,18 +226,18 @@ def q_params(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array) -> tuple
     ``L_ii = exp(log_diag_i / 2)`` and, for a full covariance, free strictly-lower entries."""
     n = c.latent_dim
     out = nets.enc.apply({"params": params["enc"]}, _enc_input(c, nets, x, u))
-    mu, log_diag = out[:, :n], jnp.clip(out[:, n:2 * n], c.log_var_min, c.log_var_max)
+    mu, log_diag = out[:, :n], jnp.clip(out[:, n : 2 * n], c.log_var_min, c.log_var_max)
     if c.posterior_cov != "full":
         return mu, log_diag, None
     rows, cols = jnp.tril_indices(n, -1)
-    tril = jnp.zeros((x.shape[0], n, n)).at[:, rows, cols].set(out[:, 2 * n:])
+    tril = jnp.zeros((x.shape[0], n, n)).at[:, rows, cols].set(out[:, 2 * n :])
     return mu, log_diag, tril + jax.vmap(jnp.diag)(jnp.exp(0.5 * log_diag))
 
 
 def posterior(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array) -> tuple[Array, Array]:
     """``(mean, log variance)`` of q(z | x[, u]), each ``[N, n]``."""
     mu, log_diag, tril = q_params(c, nets, params, x, u)
-    return mu, log_diag if tril is None else jnp.log(jnp.sum(tril ** 2, -1))
+    return mu, log_diag if tril is None else jnp.log(jnp.sum(tril**2, -1))
 
 
 def encode(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array) -> Array:
@@ -215,22 +250,24 @@ def decode(nets: Nets, params: dict, z: Array) -> Array:
     return nets.dec.apply({"params": params["dec"]}, z)
 
 
-def init_state(c: CGConfig, nets: Nets, tx: optax.GradientTransformation, key: Array,
-               hp: HParams) -> training.TrainState:
+def init_state(
+    c: CGConfig, nets: Nets, tx: optax.GradientTransformation, key: Array, hp: HParams
+) -> training.TrainState:
     """Parameters ``{"enc", "dec", "prior"}`` (+ ``"obs_log_var"`` when learned) from
     ``fold_in(key, 1)``, the optimizer state with ``hp.lr``, and the step key ``fold_in(key, 2)``."""
     ke, kd, kp = jax.random.split(jax.random.fold_in(key, 1), 3)
     in_dim = nets.obs_dim + (nets.num_domains if c.encoder_u else 0)
-    params = {"enc": nets.enc.init(ke, jnp.zeros((in_dim,)))["params"],
-              "dec": nets.dec.init(kd, jnp.zeros((c.latent_dim,)))["params"],
-              "prior": nets.prior.init(kp)}
+    params = {
+        "enc": nets.enc.init(ke, jnp.zeros((in_dim,)))["params"],
+        "dec": nets.dec.init(kd, jnp.zeros((c.latent_dim,)))["params"],
+        "prior": nets.prior.init(kp),
+    }
     if c.learn_obs_var:  # one scalar decoder log-variance, initialised at obs_var
         params["obs_log_var"] = jnp.log(jnp.float32(c.obs_var))
     return training.init_state(tx, params, hp.lr, jax.random.fold_in(key, 2))
 
 
-def loss(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array, key: Array, hp: HParams,
-         alpha: Array) -> Array:
+def loss(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array, key: Array, hp: HParams, alpha: Array) -> Array:
     """The minimised objective of a minibatch ``x [B, d_x]``, ``u int [B]``: the negative
     (beta-)ELBO (one posterior sample from ``key``) + ``alpha`` * the sparse-mixing penalty."""
     obs_var = jnp.exp(params["obs_log_var"]) if c.learn_obs_var else c.obs_var
@@ -253,14 +290,24 @@ def loss(c: CGConfig, nets: Nets, params: dict, x: Array, u: Array, key: Array, 
     if c.sparse:
         # hp.out_map [d_x, d_x], when present, maps the decoder's (e.g. whitened) output to the
         # observed coordinates the sparsity is about (standardized), so the penalty is on their Jacobian
-        out = (lambda v: decode(nets, params, v) @ hp.out_map) if hp.out_map is not None else \
-            (lambda v: decode(nets, params, v))
+        out = (
+            (lambda v: decode(nets, params, v) @ hp.out_map)
+            if hp.out_map is not None
+            else (lambda v: decode(nets, params, v))
+        )
         value = value + alpha * losses.sparse_mixing_penalty(out, z, c.penalty, c.fd_step, c.penalty_units)
     return value
 
 
-def train_step(c: CGConfig, nets: Nets, tx: optax.GradientTransformation, state: training.TrainState,
-               data: dict, hp: HParams, i: Array) -> tuple[training.TrainState, Array]:
+def train_step(
+    c: CGConfig,
+    nets: Nets,
+    tx: optax.GradientTransformation,
+    state: training.TrainState,
+    data: dict,
+    hp: HParams,
+    i: Array,
+) -> tuple[training.TrainState, Array]:
     """One Adam step on a minibatch of ``data {"x" [N, d_x], "u" [N]}``: ``(state, loss)``."""
     k_batch, k_noise = training.step_keys(state.key, i)
     batch = training.minibatch(k_batch, data, ("x", "u"), c.batch_size, data["x"].shape[0])
@@ -268,8 +315,9 @@ def train_step(c: CGConfig, nets: Nets, tx: optax.GradientTransformation, state:
     alpha = jnp.where(i >= c.sparse_warmup, hp.alpha, 0.0)
     warm = jnp.minimum(1.0, (i + 1.0) / c.kl_warmup) if c.kl_warmup else 1.0
     hp_i = hp._replace(beta=hp.beta * warm)
-    value, grads = jax.value_and_grad(loss, argnums=2)(c, nets, state.params, batch["x"], batch["u"], k_noise,
-                                                       hp_i, alpha)
+    value, grads = jax.value_and_grad(loss, argnums=2)(
+        c, nets, state.params, batch["x"], batch["u"], k_noise, hp_i, alpha
+    )
     return training.apply_gradients(tx, state, grads), value
 
 
@@ -309,17 +357,22 @@ def evaluate(c: CGConfig, nets: Nets, state: training.TrainState, data: dict, hp
     out = {}
     if "x_val" in data:
         key = jax.random.fold_in(state.key, HELDOUT_STREAM)
-        out["heldout_nelbo"] = heldout_negative_elbo(c, nets, state.params, data["x_val"], data["u_val"],
-                                                     key) - data["logdet"]
+        out["heldout_nelbo"] = (
+            heldout_negative_elbo(c, nets, state.params, data["x_val"], data["u_val"], key) - data["logdet"]
+        )
     if "s" not in data:
         return out
     mu, log_var = posterior(c, nets, state.params, data["x"], data["u"])
     signal = jnp.var(mu, 0)
-    out.update({"corr": metrics.correlation_matrix(data["s"], mu),
-                "corr_spearman": metrics.correlation_matrix(data["s"], mu, method="spearman"),
-                "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0)),
-                # a derivative penalty can be paid by inflating the latents: keep their scale in view
-                "latent_std": jnp.mean(jnp.sqrt(signal))})
+    out.update(
+        {
+            "corr": metrics.correlation_matrix(data["s"], mu),
+            "corr_spearman": metrics.correlation_matrix(data["s"], mu, method="spearman"),
+            "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0)),
+            # a derivative penalty can be paid by inflating the latents: keep their scale in view
+            "latent_std": jnp.mean(jnp.sqrt(signal)),
+        }
+    )
     if "support" in data:  # support recovery: the decoder's Jacobian in z-scored coordinates
         # evenly spread over the dataset (user data and the benchmarks come sorted by domain:
         # the first points would all be from one domain, with that domain's latent spread)
@@ -346,7 +399,9 @@ def make_task(c: CGConfig, obs_dim: int, num_domains: int) -> runner.Task:
         init=lambda key, data, hp: init_state(c, nets, tx, key, hp),
         step=lambda state, data, hp, i: train_step(c, nets, tx, state, data, hp, i),
         evaluate=lambda state, data, hp: evaluate(c, nets, state, data, hp),
-        num_steps=c.num_steps, name=f"fit {c.prior}")
+        num_steps=c.num_steps,
+        name=f"fit {c.prior}",
+    )
 
 
 def finish(m: dict) -> dict:
@@ -359,13 +414,23 @@ def finish(m: dict) -> dict:
     if "corr" not in m:
         return out
     perm = metrics.matched_permutation(m["corr"])
-    out.update({"mcc": metrics.mcc_from_corr(m["corr"]), "mcc_spearman": metrics.mcc_from_corr(m["corr_spearman"]),
-                "active_latents": int(np.sum(m["active"] > 0.5)), "latent_std": float(m["latent_std"])})
+    out.update(
+        {
+            "mcc": metrics.mcc_from_corr(m["corr"]),
+            "mcc_spearman": metrics.mcc_from_corr(m["corr_spearman"]),
+            "active_latents": int(np.sum(m["active"] > 0.5)),
+            "latent_std": float(m["latent_std"]),
+        }
+    )
     if "jac_abs" in m:
         support = np.asarray(m["support"], bool)
-        out.update({"support_auroc": metrics.support_auroc(m["jac_abs"], support, perm),
-                    "support_f1": metrics.support_f1(m["jac_abs"], support, perm),
-                    "l1_model": float(np.sum(m["jac_abs"]))})
+        out.update(
+            {
+                "support_auroc": metrics.support_auroc(m["jac_abs"], support, perm),
+                "support_f1": metrics.support_f1(m["jac_abs"], support, perm),
+                "l1_model": float(np.sum(m["jac_abs"])),
+            }
+        )
     return out
 
 

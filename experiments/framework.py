@@ -67,9 +67,12 @@ def command_line(debug: bool = False):
         raise SystemExit(2) from None
     except KeyboardInterrupt as e:
         where = f" ({e.describe()})" if isinstance(e, runner.Interrupted) else ""
-        print(f"interrupted{where}; finished groups are saved: run the same command to resume"
-              + (" from the last checkpoint" if isinstance(e, runner.Interrupted) and e.step else ""),
-              file=sys.stderr, flush=True)
+        print(
+            f"interrupted{where}; finished groups are saved: run the same command to resume"
+            + (" from the last checkpoint" if isinstance(e, runner.Interrupted) and e.step else ""),
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(130) from None
     finally:
         warnings.formatwarning = saved[0]
@@ -96,11 +99,23 @@ def setting(default, help: str, choices=None):  # noqa: A002 (the argparse name)
 def validate(config, *checks: tuple[bool, str]) -> None:
     """Raise ``ValueError`` with the message of the first failed check, after the checks
     every config shares (``seeds``, ``num_steps`` and ``chunk_steps``, where present, at least 1)."""
-    common = [(getattr(config, f) >= 1, f"--{f.replace('_', '-')} must be >= 1, got {getattr(config, f)}")
-              for f in ("seeds", "num_steps", "steps", "chunk_steps") if hasattr(config, f)]
+    common = [
+        (getattr(config, f) >= 1, f"--{f.replace('_', '-')} must be >= 1, got {getattr(config, f)}")
+        for f in ("seeds", "num_steps", "steps", "chunk_steps")
+        if hasattr(config, f)
+    ]
     for ok, msg in (*common, *checks):
         if not ok:
             raise ValueError(msg)
+
+
+def default_of(pipeline_config: type, name: str):
+    """A pipeline config's own default for its field ``name``: what an experiment's setting
+    of the same name starts from (defaults live in the pipeline's config, nowhere else)."""
+    for f in dataclasses.fields(pipeline_config):
+        if f.name == name:
+            return f.default
+    raise AttributeError(f"{pipeline_config.__name__} has no setting {name!r}")
 
 
 def overrides(config, pipeline_config: type) -> dict:
@@ -148,20 +163,34 @@ def add_config_args(ap: argparse.ArgumentParser, cls) -> None:
     for f in dataclasses.fields(cls):
         help_text = f.metadata.get("help", "") + " (default: the preset's)"
         if hints[f.name] is bool:  # --name / --no-name
-            ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, action=argparse.BooleanOptionalAction,
-                            default=None, help=help_text)
+            ap.add_argument(
+                "--" + f.name.replace("_", "-"),
+                dest=f.name,
+                action=argparse.BooleanOptionalAction,
+                default=None,
+                help=help_text,
+            )
             continue
         kind, nargs = _parser_type(hints[f.name])
         choices = f.metadata.get("choices")
-        ap.add_argument("--" + f.name.replace("_", "-"), dest=f.name, type=kind, nargs=nargs, default=None,
-                        choices=choices, metavar=None if choices else f.name.upper(), help=help_text)
+        ap.add_argument(
+            "--" + f.name.replace("_", "-"),
+            dest=f.name,
+            type=kind,
+            nargs=nargs,
+            default=None,
+            choices=choices,
+            metavar=None if choices else f.name.upper(),
+            help=help_text,
+        )
 
 
 def config_from_args(args: argparse.Namespace, preset) -> Any:
     """The preset with every option that was given replaced (lists become tuples);
     the config's ``__post_init__`` validates the result."""
-    given = {f.name: getattr(args, f.name) for f in dataclasses.fields(preset)
-             if getattr(args, f.name, None) is not None}
+    given = {
+        f.name: getattr(args, f.name) for f in dataclasses.fields(preset) if getattr(args, f.name, None) is not None
+    }
     given = {k: tuple(v) if isinstance(v, list) else v for k, v in given.items()}
     return dataclasses.replace(preset, **given)
 
@@ -172,18 +201,27 @@ def describe(config) -> str:
 
 
 def common_args(ap: argparse.ArgumentParser, exp: Experiment) -> None:
-    ap.add_argument("--preset", choices=tuple(exp.presets), default="quick",
-                    help="quick: minutes on a 2-core CPU, same qualitative picture; "
-                         "paper: the published protocol (meant for a GPU)")
+    ap.add_argument(
+        "--preset",
+        choices=tuple(exp.presets),
+        default="quick",
+        help="quick: minutes on a 2-core CPU, same qualitative picture; "
+        "paper: the published protocol (meant for a GPU)",
+    )
     ap.add_argument("--out", default=f"results/{exp.name}", help="output folder (results.jsonl, tables, figures)")
-    ap.add_argument("--max-runs-per-call", type=positive_int, default=None,
-                    help="train at most this many runs at once (to bound device memory); part of the run "
-                         "layout recorded with every result")
+    ap.add_argument(
+        "--max-runs-per-call",
+        type=positive_int,
+        default=None,
+        help="train at most this many runs at once (to bound device memory); part of the run "
+        "layout recorded with every result",
+    )
     ap.add_argument("--fresh", action="store_true", help="discard earlier results and checkpoints in --out")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
     ap.add_argument("--report-only", action="store_true", help="rebuild tables and figures from results.jsonl")
-    ap.add_argument("--debug", action="store_true",
-                    help=f"full tracebacks instead of one-line errors (also: {DEBUG_ENV}=1)")
+    ap.add_argument(
+        "--debug", action="store_true", help=f"full tracebacks instead of one-line errors (also: {DEBUG_ENV}=1)"
+    )
 
 
 def main(exp: Experiment, argv=None) -> dict:
@@ -212,8 +250,16 @@ def main(exp: Experiment, argv=None) -> dict:
 def _run(exp: Experiment, args, config, groups: list[sweep.Group], out: Path) -> dict:
     t0 = time.perf_counter()
     if not args.report_only:
-        sweep.run_sweep(groups, out, experiment=exp.name, preset=args.preset, chunk_steps=config.chunk_steps,
-                        progress=not args.no_progress, fresh=args.fresh, max_runs_per_call=args.max_runs_per_call)
+        sweep.run_sweep(
+            groups,
+            out,
+            experiment=exp.name,
+            preset=args.preset,
+            chunk_steps=config.chunk_steps,
+            progress=not args.no_progress,
+            fresh=args.fresh,
+            max_runs_per_call=args.max_runs_per_call,
+        )
     ids = sweep.run_ids(groups)
     records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl")) if r.get("run_id") in ids]
     if not records:

@@ -22,9 +22,10 @@ from pathlib import Path
 
 import numpy as np
 
-from cg import fitting, ivae_data, models
+from cg import ivae_data, models
+from cg import train as cg_train
 from experiments import cg_runs, framework, sweep
-from experiments.framework import setting
+from experiments.framework import default_of, setting
 from mechind.core import metrics, report, rng
 
 
@@ -34,13 +35,16 @@ class Config:
 
     segments: tuple[int, ...] = setting((2, 5, 10, 20, 40), "numbers of segments")
     seeds: int = setting(5, "number of seeds (data and initialisation)")
-    num_steps: int = setting(fitting.FIT_DEFAULTS["num_steps"], "training steps per run")
+    num_steps: int = setting(default_of(cg_train.CGConfig, "num_steps"), "training steps per run")
     methods: tuple[str, ...] = setting(("ivae", "cg_vae"), "methods to fit", choices=tuple(models.METHODS))
     latent_dim: int = setting(5, "number of sources n (= d_x)")
     per_segment: int = setting(1_000, "points per segment")
     act: str = setting("xtanh", "mixing nonlinearity", choices=("xtanh", "lrelu"))
-    density: float = setting(1.0, "below 1: the sparse variant (Jacobian support of this density, structural "
-                                  "zeros); adds support recovery to the report")
+    density: float = setting(
+        1.0,
+        "below 1: the sparse variant (Jacobian support of this density, structural "
+        "zeros); adds support recovery to the report",
+    )
     chunk_steps: int = setting(5_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
 
     def __post_init__(self):
@@ -79,14 +83,32 @@ def build_groups(c: Config) -> list[sweep.Group]:
     data = {m: datasets(c, m) for m in c.segments}
     sparse = c.density < 1
     runs = cg_runs.plan(c.methods, c.seeds, [{"segments": m} for m in c.segments])
-    extra = (lambda r, d: {"structural_sparsity": int(ivae_data.structural_sparsity(d["support"]).sum())}) \
-        if sparse else None
-    key = {"record_version": RECORD_VERSION,
-           "generator": {"version": ivae_data.GENERATOR_VERSION, "act": c.act, "per_segment": c.per_segment,
-                         "latent_dim": c.latent_dim, **({"density": c.density} if sparse else {})}}
-    return cg_runs.build_groups(runs, lambda r: data[r["segments"]][r["seed"]], latent_dim=c.latent_dim,
-                                num_domains=None, group_by=("segments",), key=key, with_support=sparse,
-                                extra=extra, **cg_runs.overrides(c))
+    extra = (
+        (lambda r, d: {"structural_sparsity": int(ivae_data.structural_sparsity(d["support"]).sum())})
+        if sparse
+        else None
+    )
+    key = {
+        "record_version": RECORD_VERSION,
+        "generator": {
+            "version": ivae_data.GENERATOR_VERSION,
+            "act": c.act,
+            "per_segment": c.per_segment,
+            "latent_dim": c.latent_dim,
+            **({"density": c.density} if sparse else {}),
+        },
+    }
+    return cg_runs.build_groups(
+        runs,
+        lambda r: data[r["segments"]][r["seed"]],
+        latent_dim=c.latent_dim,
+        num_domains=None,
+        group_by=("segments",),
+        key=key,
+        with_support=sparse,
+        extra=extra,
+        **cg_runs.overrides(c),
+    )
 
 
 def floor_records(c: Config) -> list[dict]:
@@ -94,8 +116,9 @@ def floor_records(c: Config) -> list[dict]:
     out = []
     for m in c.segments:
         for sd, d in enumerate(datasets(c, m)):
-            out.append({"method": FLOOR, "segments": m, "seed": sd, "mcc": metrics.mcc(d["z"], d["x"]),
-                        "failed": False})
+            out.append(
+                {"method": FLOOR, "segments": m, "seed": sd, "mcc": metrics.mcc(d["z"], d["x"]), "failed": False}
+            )
     return out
 
 
@@ -132,36 +155,62 @@ def write_report(records: list[dict], c: Config, out: Path, info: dict) -> str:
     records = records + floor_records(c)
     dev = info["device"]
     md, csv = sweep.mean_std_table(records, ("method",), "segments", "mcc", col_fmt="{} segments")
-    md_a, _ = sweep.mean_std_table([r for r in records if r["method"] != FLOOR], ("method",), "segments",
-                                   "active_latents", col_fmt="{} segments")
+    md_a, _ = sweep.mean_std_table(
+        [r for r in records if r["method"] != FLOOR], ("method",), "segments", "active_latents", col_fmt="{} segments"
+    )
     models_only = [r for r in records if r["method"] != FLOOR]
-    md_f = sweep.mean_std_table(models_only, ("method",), "segments", "support_f1", col_fmt="{} segments")[0] \
-        if c.density < 1 else ""
-    md_p = sweep.paired_table(models_only, "method", "segments", "mcc", "ivae", col_fmt="{} segments") \
-        if "ivae" in c.methods and len(c.methods) > 1 else ""
+    md_f = (
+        sweep.mean_std_table(models_only, ("method",), "segments", "support_f1", col_fmt="{} segments")[0]
+        if c.density < 1
+        else ""
+    )
+    md_p = (
+        sweep.paired_table(models_only, "method", "segments", "mcc", "ivae", col_fmt="{} segments")
+        if "ivae" in c.methods and len(c.methods) > 1
+        else ""
+    )
     cfg = next(r["config"] for r in models_only if r["method"] == c.methods[0])
-    mixing = (f"3-layer tied {c.act} mixing" if c.density == 1 else
-              f"sparse variant (support density {c.density:g}, first layer masked, later layers diagonal, {c.act})")
-    header = (f"# iVAE's protocol: MCC vs number of segments ({info['preset']} preset)\n\n"
-              f"n = d_x = {c.latent_dim}, {c.per_segment} points per segment, {mixing} "
-              f"(cg.ivae_data v{ivae_data.GENERATOR_VERSION}); cg.fit defaults: whitened x, "
-              f"hidden {tuple(cfg['hidden'])}, "
-              f"{cfg['posterior_cov']}-covariance posterior" + (" conditioned on u" if cfg["encoder_u"] else "")
-              + f", decoder variance {'learned from ' if cfg['learn_obs_var'] else ''}{cfg['obs_var']}, "
-              f"batch {cfg['batch_size']}, Adam {cfg['lr']} (/ 10 at {cfg['lr_drop']:.0%}), {c.num_steps} steps; "
-              f"{c.seeds} "
-              f"seeds (data and init), MCC of the posterior means on the whole dataset; device {dev['backend']} "
-              f"({dev['device_kind']} x{dev['device_count']}); train time "
-              f"{sum(r['train_s_per_run'] for r in models_only):.0f}s over {len(models_only)} runs, this invocation "
-              f"{info['wall_s']:.0f}s. Identification is proven from 2n + 1 = {2 * c.latent_dim + 1} segments.")
-    text = (header + "\n\nMCC (mean ± std over seeds):\n\n" + md
-            + "\nActive latents (posterior mean carries > half the latent's variance; a collapsed latent carries"
-              " none), mean ± std:\n\n" + md_a
-            + ("\nSupport recovery: F1 of the learned decoder's Jacobian support (mean |J| in z-scored coordinates"
-               " per latent std, columns matched to the true latents by the MCC assignment, an entry an edge above"
-               " 10 % of its column's largest) against the true support, mean ± std:\n\n" + md_f if md_f else "")
-            + ("\nMCC difference to iVAE, paired on the seed (same data): mean, seeds up, two-sided Wilcoxon p"
-               f" (with {c.seeds} seeds p cannot go below {2 / 2 ** c.seeds:.4f}):\n\n" + md_p if md_p else ""))
+    mixing = (
+        f"3-layer tied {c.act} mixing"
+        if c.density == 1
+        else f"sparse variant (support density {c.density:g}, first layer masked, later layers diagonal, {c.act})"
+    )
+    header = (
+        f"# iVAE's protocol: MCC vs number of segments ({info['preset']} preset)\n\n"
+        f"n = d_x = {c.latent_dim}, {c.per_segment} points per segment, {mixing} "
+        f"(cg.ivae_data v{ivae_data.GENERATOR_VERSION}); cg.fit defaults: whitened x, "
+        f"hidden {tuple(cfg['hidden'])}, "
+        f"{cfg['posterior_cov']}-covariance posterior"
+        + (" conditioned on u" if cfg["encoder_u"] else "")
+        + f", decoder variance {'learned from ' if cfg['learn_obs_var'] else ''}{cfg['obs_var']}, "
+        f"batch {cfg['batch_size']}, Adam {cfg['lr']} (/ 10 at {cfg['lr_drop']:.0%}), {c.num_steps} steps; "
+        f"{c.seeds} "
+        f"seeds (data and init), MCC of the posterior means on the whole dataset; device {dev['backend']} "
+        f"({dev['device_kind']} x{dev['device_count']}); train time "
+        f"{sum(r['train_s_per_run'] for r in models_only):.0f}s over {len(models_only)} runs, this invocation "
+        f"{info['wall_s']:.0f}s. Identification is proven from 2n + 1 = {2 * c.latent_dim + 1} segments."
+    )
+    text = (
+        header
+        + "\n\nMCC (mean ± std over seeds):\n\n"
+        + md
+        + "\nActive latents (posterior mean carries > half the latent's variance; a collapsed latent carries"
+        " none), mean ± std:\n\n"
+        + md_a
+        + (
+            "\nSupport recovery: F1 of the learned decoder's Jacobian support (mean |J| in z-scored coordinates"
+            " per latent std, columns matched to the true latents by the MCC assignment, an entry an edge above"
+            " 10 % of its column's largest) against the true support, mean ± std:\n\n" + md_f
+            if md_f
+            else ""
+        )
+        + (
+            "\nMCC difference to iVAE, paired on the seed (same data): mean, seeds up, two-sided Wilcoxon p"
+            f" (with {c.seeds} seeds p cannot go below {2 / 2**c.seeds:.4f}):\n\n" + md_p
+            if md_p
+            else ""
+        )
+    )
     report.write_atomic(out / "table.md", text)
     report.write_atomic(out / "table.csv", csv)
     figure(records, out / "mcc_vs_segments.png", header.splitlines()[0].lstrip("# "))
@@ -169,8 +218,14 @@ def write_report(records: list[dict], c: Config, out: Path, info: dict) -> str:
 
 
 EXPERIMENT = framework.Experiment(
-    name="ivae_segments", title="iVAE's protocol: MCC vs number of segments", doc=__doc__, config=Config,
-    presets=PRESETS, groups=build_groups, report=write_report)
+    name="ivae_segments",
+    title="iVAE's protocol: MCC vs number of segments",
+    doc=__doc__,
+    config=Config,
+    presets=PRESETS,
+    groups=build_groups,
+    report=write_report,
+)
 
 
 def main(argv=None) -> dict:

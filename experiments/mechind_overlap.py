@@ -25,15 +25,13 @@ import jax
 import numpy as np
 
 from experiments import framework, sweep
-from experiments.framework import setting
+from experiments.framework import default_of, setting
 from mechind import criteria, train
 from mechind import data as slot_data
 from mechind.core import report
 
 # bump when a record gains or changes a field, so older results are not mixed in
 RECORD_VERSION = 2
-
-_PIPELINE = train.SlotConfig()  # the pipeline's defaults, which the settings below leave alone
 
 
 @dataclasses.dataclass(frozen=True)
@@ -53,16 +51,26 @@ class Config:
     num_steps: int = setting(6_000, "training steps per run")
     num_train: int = setting(10_000, "training samples")
     num_val: int = setting(2_000, "validation samples (SIS)")
-    restarts: int = setting(1, "initialisations per seed and λ on the same data; tables keep the one with the "
-                               "lowest training objective")
-    layout: str = setting(_PIPELINE.layout, "chain: overlap shared with the neighbouring slot; shared: with all "
-                                            "slots", choices=slot_data.LAYOUTS)
-    dependent: bool = setting(_PIPELINE.dependent,
-                              "dependent latents z ~ N(0, Σ), Σ ~ Wishart (the density should not matter)")
-    decoder: str = setting(_PIPELINE.decoder, "decoder architecture", choices=("mlp", "additive"))
-    latent_norm: str = setting(_PIPELINE.latent_norm, "batch: latents standardized over the batch (the contrast "
-                                                      "cannot be paid by inflating them); none: Brady et al.'s "
-                                                      "raw form", choices=train.LATENT_NORMS)
+    restarts: int = setting(
+        1, "initialisations per seed and λ on the same data; tables keep the one with the lowest training objective"
+    )
+    layout: str = setting(
+        default_of(train.SlotConfig, "layout"),
+        "chain: overlap shared with the neighbouring slot; shared: with all slots",
+        choices=slot_data.LAYOUTS,
+    )
+    dependent: bool = setting(
+        default_of(train.SlotConfig, "dependent"),
+        "dependent latents z ~ N(0, Σ), Σ ~ Wishart (the density should not matter)",
+    )
+    decoder: str = setting(default_of(train.SlotConfig, "decoder"), "decoder architecture", choices=("mlp", "additive"))
+    latent_norm: str = setting(
+        default_of(train.SlotConfig, "latent_norm"),
+        "batch: latents standardized over the batch (the contrast "
+        "cannot be paid by inflating them); none: Brady et al.'s "
+        "raw form",
+        choices=train.LATENT_NORMS,
+    )
     chunk_steps: int = setting(2_000, "steps per compiled chunk (progress, NaN checks, checkpoints between)")
 
     def __post_init__(self):
@@ -81,8 +89,16 @@ PRESETS = {
     # minutes on a 2-core CPU: fewer K, overlaps, seeds and steps, a smaller validation set
     "quick": Config(),
     # Brady et al.'s protocol: 115,000 steps, batch 64, 72k/8k samples; MI paper's grid
-    "paper": Config(ks=(2, 3, 5), overlaps=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5), seeds=5, num_steps=_PIPELINE.num_steps,
-                    num_train=_PIPELINE.num_train, num_val=_PIPELINE.num_val, chunk_steps=5_000, restarts=3),
+    "paper": Config(
+        ks=(2, 3, 5),
+        overlaps=(0.0, 0.1, 0.2, 0.3, 0.4, 0.5),
+        seeds=5,
+        num_steps=default_of(train.SlotConfig, "num_steps"),
+        num_train=default_of(train.SlotConfig, "num_train"),
+        num_val=default_of(train.SlotConfig, "num_val"),
+        chunk_steps=5_000,
+        restarts=3,
+    ),
 }
 
 
@@ -94,20 +110,32 @@ def build_groups(ks, lams, overlaps, seeds, base: train.SlotConfig, restarts: in
         for ov in overlaps:
             cfg = base.replace(num_slots=k, overlap=ov)
             # the whole config is the group's identity: a changed setting never reuses old runs
-            key = {"K": k, "overlap": ov, "layout": cfg.layout, "dependent": cfg.dependent,
-                   "decoder": cfg.decoder, "num_train": cfg.num_train, "num_val": cfg.num_val,
-                   "batch_size": cfg.batch_size, "lr": cfg.lr, "steps_cfg": cfg.num_steps,
-                   "config": dataclasses.asdict(cfg), "record_version": RECORD_VERSION,
-                   "generator_version": cfg.dataset.version}
+            key = {
+                "K": k,
+                "overlap": ov,
+                "layout": cfg.layout,
+                "dependent": cfg.dependent,
+                "decoder": cfg.decoder,
+                "num_train": cfg.num_train,
+                "num_val": cfg.num_val,
+                "batch_size": cfg.batch_size,
+                "lr": cfg.lr,
+                "steps_cfg": cfg.num_steps,
+                "config": dataclasses.asdict(cfg),
+                "record_version": RECORD_VERSION,
+                "generator_version": cfg.dataset.version,
+            }
             runs = [{"seed": s, "lam": lam, "restart": r} for lam in lams for s in seeds for r in range(restarts)]
-            groups.append(sweep.Group(
-                key=key,
-                make_task=lambda cfg=cfg: train.make_task(cfg, with_contrast=any(lam > 0 for lam in lams)),
-                keys=sweep.seed_keys([r["seed"] for r in runs]),
-                hparams=train.hparams([r["lam"] for r in runs], [cfg.lr] * len(runs), [r["restart"] for r in runs]),
-                runs=runs,
-                finish=train.finish,
-            ))
+            groups.append(
+                sweep.Group(
+                    key=key,
+                    make_task=lambda cfg=cfg: train.make_task(cfg, with_contrast=any(lam > 0 for lam in lams)),
+                    keys=sweep.seed_keys([r["seed"] for r in runs]),
+                    hparams=train.hparams([r["lam"] for r in runs], [cfg.lr] * len(runs), [r["restart"] for r in runs]),
+                    runs=runs,
+                    finish=train.finish,
+                )
+            )
     return groups
 
 
@@ -121,13 +149,21 @@ def generator_criteria(ks, overlaps, base: train.SlotConfig, points: int = 64) -
             d = slot_data.make_slot_data(jax.random.PRNGKey(0), ds, points)
             z = d.z.reshape(points, -1)
             res = criteria.evaluate_all(d.generator, z, ds.slot_sizes, only=names)
-            rows.append([k, ov, ds.obs_dim, f"{slot_data.realised_overlap(ds.support):.2f}",
-                         *[f"{res[n].fraction():.2f}" for n in names]])
+            rows.append(
+                [
+                    k,
+                    ov,
+                    ds.obs_dim,
+                    f"{slot_data.realised_overlap(ds.support):.2f}",
+                    *[f"{res[n].fraction():.2f}" for n in names],
+                ]
+            )
     return report.markdown_table(["K", "overlap", "d_x", "realised overlap", *names], rows)
 
 
 def figure(records, path: Path, title: str) -> None:
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -156,11 +192,22 @@ def scatter_figure(records, path: Path, title: str) -> None:
     per K (the form of Brady et al.'s figure, with the contrast read in standardized units
     so that inflating the latents cannot move a point left); the dotted line is the
     share when every slot drives every coordinate equally, (K - 1) / 2K."""
-    report.scatter_panels([r for r in records if not r["failed"]], path, x="contrast_share", y="sis",
-                          panel="K", colour="lam", marker="overlap",
-                          xlabel="contrast share, standardized units", ylabel="SIS", title=title,
-                          panel_fmt="K = {}", colour_fmt="λ = {:g}", marker_fmt="overlap {:g}",
-                          vline=lambda k: (k - 1) / (2 * k))
+    report.scatter_panels(
+        [r for r in records if not r["failed"]],
+        path,
+        x="contrast_share",
+        y="sis",
+        panel="K",
+        colour="lam",
+        marker="overlap",
+        xlabel="contrast share, standardized units",
+        ylabel="SIS",
+        title=title,
+        panel_fmt="K = {}",
+        colour_fmt="λ = {:g}",
+        marker_fmt="overlap {:g}",
+        vline=lambda k: (k - 1) / (2 * k),
+    )
 
 
 def write_report(records: list[dict], out: Path, header: str) -> str:
@@ -170,15 +217,25 @@ def write_report(records: list[dict], out: Path, header: str) -> str:
     share_md, _ = sweep.mean_std_table(records, ("K", "lam"), "overlap", "contrast_share", col_fmt="overlap {}")
     scale_md, _ = sweep.mean_std_table(records, ("K", "lam"), "overlap", "latent_scale", col_fmt="overlap {}")
     failed = [r for r in records if r["failed"]]
-    text = (header + "\n\nSIS (mean ± std over seeds):\n\n" + md
-            + "\nReconstruction R² on held-out data:\n\n" + r2_md
-            + "\nContrast share in standardized units (scale-free; 0 = every observed coordinate "
-              "depends on one slot, 0.25 at K = 2 = all equally):\n\n" + share_md
-            + "\nLatent scale (mean std of the inferred latents; the raw contrast falls as 1/scale²):\n\n"
-            + scale_md
-            + (f"\n{len(failed)} run(s) failed: "
-               + ", ".join(f"K={r['K']} ov={r['overlap']} λ={r['lam']} seed={r['seed']} ({r['failure']})"
-                           for r in failed) + "\n" if failed else ""))
+    text = (
+        header
+        + "\n\nSIS (mean ± std over seeds):\n\n"
+        + md
+        + "\nReconstruction R² on held-out data:\n\n"
+        + r2_md
+        + "\nContrast share in standardized units (scale-free; 0 = every observed coordinate "
+        "depends on one slot, 0.25 at K = 2 = all equally):\n\n"
+        + share_md
+        + "\nLatent scale (mean std of the inferred latents; the raw contrast falls as 1/scale²):\n\n"
+        + scale_md
+        + (
+            f"\n{len(failed)} run(s) failed: "
+            + ", ".join(f"K={r['K']} ov={r['overlap']} λ={r['lam']} seed={r['seed']} ({r['failure']})" for r in failed)
+            + "\n"
+            if failed
+            else ""
+        )
+    )
     report.write_atomic(out / "table.md", text)
     report.write_atomic(out / "table.csv", csv)
     figure(records, out / "sis_vs_overlap.png", header.splitlines()[0].lstrip("# "))
@@ -191,16 +248,22 @@ def report_all(records: list[dict], c: Config, out: Path, info: dict) -> str:
     trained = len(records)
     records = train.select_restarts(records, ("K", "overlap", "lam", "seed"))
     dev, base = info["device"], c.slot_config()
-    header = (f"# Mechanistic independence: SIS vs Jacobian-support overlap ({info['preset']} preset)\n\n"
-              f"Preset {info['preset']}: {c.num_steps} steps, batch {base.batch_size}, {c.seeds} seeds, "
-              f"{c.num_train} train / {c.num_val} validation samples, layout {c.layout}, "
-              f"{'dependent (Wishart)' if c.dependent else 'independent'} latents, {c.decoder} decoder, "
-              f"latents {'standardized over the batch' if c.latent_norm == 'batch' else 'raw (paper form)'}; "
-              f"device {dev['backend']} ({dev['device_kind']} x{dev['device_count']}). "
-              + (f"Best of {c.restarts} initialisations per seed and λ, chosen by the training objective "
-                 f"(MSE + λ·C_comp on training data; no latent truth). " if c.restarts > 1 else "")
-              + f"Train time {sum(r['train_s_per_run'] for r in records) * trained / len(records):.0f}s "
-              f"over {trained} runs; this invocation {info['wall_s']:.0f}s.")
+    header = (
+        f"# Mechanistic independence: SIS vs Jacobian-support overlap ({info['preset']} preset)\n\n"
+        f"Preset {info['preset']}: {c.num_steps} steps, batch {base.batch_size}, {c.seeds} seeds, "
+        f"{c.num_train} train / {c.num_val} validation samples, layout {c.layout}, "
+        f"{'dependent (Wishart)' if c.dependent else 'independent'} latents, {c.decoder} decoder, "
+        f"latents {'standardized over the batch' if c.latent_norm == 'batch' else 'raw (paper form)'}; "
+        f"device {dev['backend']} ({dev['device_kind']} x{dev['device_count']}). "
+        + (
+            f"Best of {c.restarts} initialisations per seed and λ, chosen by the training objective "
+            f"(MSE + λ·C_comp on training data; no latent truth). "
+            if c.restarts > 1
+            else ""
+        )
+        + f"Train time {sum(r['train_s_per_run'] for r in records) * trained / len(records):.0f}s "
+        f"over {trained} runs; this invocation {info['wall_s']:.0f}s."
+    )
     text = write_report(records, out, header)
     crit = generator_criteria(c.ks, c.overlaps, base)
     report.write_atomic(out / "criteria.md", "Which Types the generators satisfy (fraction of 64 points):\n\n" + crit)
@@ -213,8 +276,14 @@ def make_groups(c: Config) -> list[sweep.Group]:
 
 
 EXPERIMENT = framework.Experiment(
-    name="mechind_overlap", title="Mechanistic independence: SIS vs Jacobian-support overlap", doc=__doc__,
-    config=Config, presets=PRESETS, groups=make_groups, report=report_all)
+    name="mechind_overlap",
+    title="Mechanistic independence: SIS vs Jacobian-support overlap",
+    doc=__doc__,
+    config=Config,
+    presets=PRESETS,
+    groups=make_groups,
+    report=report_all,
+)
 
 
 def main(argv=None) -> dict:
