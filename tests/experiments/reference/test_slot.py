@@ -51,6 +51,7 @@ def test_torch_mlp_params_give_our_mlp_the_same_function_and_jacobian():
     np.testing.assert_allclose(jax.vmap(jax.jacfwd(f))(z), jt, rtol=1e-5, atol=1e-6)
 
 
+@pytest.mark.slow  # eager, uncompiled evaluation: about a minute on 2 cores
 def test_diagnostics_are_the_projects_evaluation():
     """``slot.diagnostics`` is ``train.finish(train.evaluate(...))``: same keys, same numbers."""
     cfg = train.SlotConfig(num_slots=2, num_train=64, num_val=40, hidden=(8,), contrast_eval_samples=16)

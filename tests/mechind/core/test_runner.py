@@ -154,8 +154,8 @@ def test_ctrl_c_in_the_host_loop_says_where_it_stopped(tmp_path, monkeypatch):
 
 
 def test_a_fractional_step_count_is_refused_not_rounded():
-    from mechind import train
     import mechsparse.train as ms_train
+    from mechind import train
 
     for cls in (train.SlotConfig, ms_train.Config):
         with pytest.raises(ValueError, match="num_steps must be a whole number, got 20.5"):
