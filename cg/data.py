@@ -111,7 +111,6 @@ def sample_noise(key: Array, shape: tuple[int, ...], dist: str) -> Array:
     raise ValueError(f"latent_dist must be one of {LATENT_DISTS}, got {dist!r}")
 
 
-
 def sample_mixing(key: Array, spec: DomainSpec) -> dict:
     """Mixing parameters ``{"a", "b", "w", "support", "cond"}`` (pure, vmappable)."""
     n = spec.latent_dim
@@ -173,21 +172,33 @@ class DomainData:
     spec: DomainSpec
 
 
-def make_domain_data(key, num_domains: int, latent_dim: int, samples_per_domain: int,
-                     density: float = 0.5, latent_dist: str = "gaussian") -> DomainData:
+def make_domain_data(
+    key, num_domains: int, latent_dim: int, samples_per_domain: int, density: float = 0.5, latent_dist: str = "gaussian"
+) -> DomainData:
     """Draw a sparse mixing and ``samples_per_domain`` samples in each domain."""
     spec = DomainSpec(num_domains, latent_dim, density, latent_dist)
     if samples_per_domain < 1:
         raise ValueError(f"samples_per_domain must be >= 1, got {samples_per_domain}")
-    arr = jax.jit(rng.traced_in_fast_mode(sample_arrays), static_argnums=(1, 2))(key, spec,
-                                                                                 samples_per_domain * num_domains)
-    return DomainData(arr["z"], arr["u"], arr["x"], functools.partial(mix, arr["mixing"]),
-                      np.asarray(arr["mixing"]["support"]), arr["mu"], arr["sigma"], arr["mixing"], spec)
+    arr = jax.jit(rng.traced_in_fast_mode(sample_arrays), static_argnums=(1, 2))(
+        key, spec, samples_per_domain * num_domains
+    )
+    return DomainData(
+        arr["z"],
+        arr["u"],
+        arr["x"],
+        functools.partial(mix, arr["mixing"]),
+        np.asarray(arr["mixing"]["support"]),
+        arr["mu"],
+        arr["sigma"],
+        arr["mixing"],
+        spec,
+    )
 
 
 def check_domains(u, num_domains: int) -> None:
     """Raise a clear error for a domain index outside ``[0, num_domains)``."""
     u = np.asarray(u)
     if u.size and (u.min() < 0 or u.max() >= num_domains):
-        raise ValueError(f"domain index out of range: got indices in [{u.min()}, {u.max()}], "
-                         f"expected [0, {num_domains})")
+        raise ValueError(
+            f"domain index out of range: got indices in [{u.min()}, {u.max()}], expected [0, {num_domains})"
+        )

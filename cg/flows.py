@@ -65,8 +65,9 @@ class DeepSigmoidFlow(distrax.Bijector):
     def __init__(self, pre_a: Array, b: Array, pre_w: Array):
         super().__init__(event_ndims_in=0)
         if not (pre_a.shape == b.shape == pre_w.shape):
-            raise ValueError(f"DSF parameters must share a shape [..., n, m], got "
-                             f"{pre_a.shape}, {b.shape}, {pre_w.shape}")
+            raise ValueError(
+                f"DSF parameters must share a shape [..., n, m], got {pre_a.shape}, {b.shape}, {pre_w.shape}"
+            )
         self.pre_a, self.b, self.pre_w = pre_a, b, pre_w
 
     def forward_and_log_det(self, x):
@@ -115,9 +116,13 @@ def init_ddsf(key: Array, shape: tuple[int, ...], hidden: int = 4, depth: int = 
     for i in range(depth):
         key, ka, kb, kw = jax.random.split(key, 4)
         m_in, k_out = sizes[i], sizes[i + 1]
-        layers.append({"a": jax.random.normal(ka, (*shape, hidden, m_in)),
-                       "b": jax.random.normal(kb, (*shape, hidden)),
-                       "w": jax.random.normal(kw, (*shape, k_out, hidden))})
+        layers.append(
+            {
+                "a": jax.random.normal(ka, (*shape, hidden, m_in)),
+                "b": jax.random.normal(kb, (*shape, hidden)),
+                "w": jax.random.normal(kw, (*shape, k_out, hidden)),
+            }
+        )
     return layers
 
 
@@ -151,6 +156,7 @@ def conditional_log_prob(params: dict, z: Array, u: Array, num_hidden: int) -> A
         from cg.data import check_domains
 
         check_domains(u, params["table"].shape[0])
-    pre_a, b, pre_w = dsf_params_from_embedding(params["table"], params["proj"], params["bias"], u,
-                                                z.shape[-1], num_hidden)
+    pre_a, b, pre_w = dsf_params_from_embedding(
+        params["table"], params["proj"], params["bias"], u, z.shape[-1], num_hidden
+    )
     return flow_log_prob(DeepSigmoidFlow(pre_a, b, pre_w), z)

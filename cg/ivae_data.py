@@ -70,11 +70,18 @@ def condition_numbers(a: np.ndarray) -> np.ndarray:
     return s[..., 0] / s[..., -1]
 
 
-def draw_conditioned(rng: np.random.Generator, d_in: int, d_out: int, mask: np.ndarray | None = None,
-                     cond_draws: int = 10_000, max_tries: int = 100_000) -> tuple[np.ndarray, float]:
+def draw_conditioned(
+    rng: np.random.Generator,
+    d_in: int,
+    d_out: int,
+    mask: np.ndarray | None = None,
+    cond_draws: int = 10_000,
+    max_tries: int = 100_000,
+) -> tuple[np.ndarray, float]:
     """One ``[d_in, d_out]`` matrix with ``U(-1, 1)`` entries (zero off ``mask``) and unit-norm
     columns, re-drawn until its condition number is below the 25th percentile of
     ``cond_draws`` such matrices. Returns ``(A, threshold)``."""
+
     def draw(k):
         a = rng.uniform(-1.0, 1.0, (k, d_in, d_out))
         return unit_columns(a * mask if mask is not None else a)
@@ -204,10 +211,21 @@ def mlp_jacobian(weights, s: np.ndarray, act: str) -> np.ndarray:
     return jac
 
 
-def generate(seed: int, num_segments: int = 40, per_segment: int = 1_000, latent_dim: int = 5,
-             obs_dim: int | None = None, num_layers: int = 3, act: str = "xtanh", dist: str = "gauss",
-             centered: bool = True, tied: bool = True, density: float = 1.0,
-             cond_draws: int = 10_000, dtype=np.float32) -> IVAEData:
+def generate(
+    seed: int,
+    num_segments: int = 40,
+    per_segment: int = 1_000,
+    latent_dim: int = 5,
+    obs_dim: int | None = None,
+    num_layers: int = 3,
+    act: str = "xtanh",
+    dist: str = "gauss",
+    centered: bool = True,
+    tied: bool = True,
+    density: float = 1.0,
+    cond_draws: int = 10_000,
+    dtype=np.float32,
+) -> IVAEData:
     """Draw a dataset of iVAE's protocol (module docstring); ``density < 1`` is the sparse variant."""
     obs_dim = latent_dim if obs_dim is None else obs_dim
     checks = [
@@ -238,8 +256,9 @@ def generate(seed: int, num_segments: int = 40, per_segment: int = 1_000, latent
     if density < 1.0:
         support = random_support(rng, obs_dim, n, density)
         first, _ = draw_conditioned(rng, n, obs_dim, mask=support.T, cond_draws=cond_draws)
-        later = [np.diag(rng.choice([-1.0, 1.0], obs_dim) * rng.uniform(0.5, 1.5, obs_dim))
-                 for _ in range(num_layers - 1)]
+        later = [
+            np.diag(rng.choice([-1.0, 1.0], obs_dim) * rng.uniform(0.5, 1.5, obs_dim)) for _ in range(num_layers - 1)
+        ]
         weights = (first, *later)
     else:
         support = np.ones((obs_dim, n), bool)
@@ -251,8 +270,16 @@ def generate(seed: int, num_segments: int = 40, per_segment: int = 1_000, latent
             dims = [n] + [obs_dim] * num_layers
             weights = tuple(draw_conditioned(rng, a, b, cond_draws=cond_draws)[0] for a, b in zip(dims[:-1], dims[1:]))
     x = mlp_mix(weights, s, act)
-    return IVAEData(s.astype(dtype), x.astype(dtype), u.astype(np.int32), centers, scales,
-                    tuple(w.astype(dtype) for w in weights), support, act)
+    return IVAEData(
+        s.astype(dtype),
+        x.astype(dtype),
+        u.astype(np.int32),
+        centers,
+        scales,
+        tuple(w.astype(dtype) for w in weights),
+        support,
+        act,
+    )
 
 
 @datasets.register("ivae")
@@ -279,11 +306,23 @@ class Protocol(datasets.Dataset):
         """The whole dataset of ``key`` (with its mixing): :func:`generate` of the key's
         numpy seed."""
         if num_samples < 1 or num_samples % self.num_segments:
-            raise ValueError(f"num_samples={num_samples} must be a positive multiple of "
-                             f"num_segments={self.num_segments}")
-        return generate(datasets.numpy_seed(key), self.num_segments, num_samples // self.num_segments,
-                        self.latent_dim, self.obs_dim, self.num_layers, self.act, self.dist, self.centered,
-                        self.tied, self.density, self.cond_draws)
+            raise ValueError(
+                f"num_samples={num_samples} must be a positive multiple of num_segments={self.num_segments}"
+            )
+        return generate(
+            datasets.numpy_seed(key),
+            self.num_segments,
+            num_samples // self.num_segments,
+            self.latent_dim,
+            self.obs_dim,
+            self.num_layers,
+            self.act,
+            self.dist,
+            self.centered,
+            self.tied,
+            self.density,
+            self.cond_draws,
+        )
 
     def sample(self, key, num_samples: int) -> dict:
         """``{"x" [N, d_x], "z" [N, n] (the sources), "u" int [N], "support" bool [d_x, n]}``."""

@@ -41,8 +41,9 @@ def negative_elbo_analytic(x, x_hat, kl, beta, obs_var) -> Array:
 UNITS = ("standardized", "raw")
 
 
-def sparse_mixing_penalty(decode, z: Array, method: str = "exact", h: float = 1e-3,
-                          units: str = "standardized") -> Array:
+def sparse_mixing_penalty(
+    decode, z: Array, method: str = "exact", h: float = 1e-3, units: str = "standardized"
+) -> Array:
     """``mean_b ||J_dec(z_b) S||_1`` with ``J_dec [B, d_x, n]``.
 
     ``units="raw"``: ``S = I``, the L1 norm as the CG paper writes it. ``"standardized"``

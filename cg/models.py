@@ -30,12 +30,12 @@ Array = jax.Array
 ACTIVATIONS = tuple(MLP_ACTIVATIONS)
 
 
-def make_nets(latent_dim: int, obs_dim: int, hidden: tuple[int, ...], activation: str = "lrelu",
-              extra_outputs: int = 0):
+def make_nets(
+    latent_dim: int, obs_dim: int, hidden: tuple[int, ...], activation: str = "lrelu", extra_outputs: int = 0
+):
     """Gaussian encoder ``x -> (mu, log var[, off-diagonal Cholesky entries])`` and decoder
     ``z -> x``; ``extra_outputs`` widens the encoder's output (full covariances)."""
-    return (MLP((*hidden, 2 * latent_dim + extra_outputs), activation),
-            MLP((*hidden, obs_dim), activation))
+    return (MLP((*hidden, 2 * latent_dim + extra_outputs), activation), MLP((*hidden, obs_dim), activation))
 
 
 class Prior:
@@ -69,9 +69,11 @@ class FlowPrior(Prior):
     def init(self, key):
         k1, k2 = jax.random.split(key)
         out = 3 * self.latent_dim * self.flow_hidden
-        return {"table": jax.random.normal(k1, (self.max_domains, self.embed_dim)),
-                "proj": jax.random.normal(k2, (self.embed_dim, out)) * 0.1 / jnp.sqrt(self.embed_dim),
-                "bias": jnp.zeros((out,))}
+        return {
+            "table": jax.random.normal(k1, (self.max_domains, self.embed_dim)),
+            "proj": jax.random.normal(k2, (self.embed_dim, out)) * 0.1 / jnp.sqrt(self.embed_dim),
+            "bias": jnp.zeros((out,)),
+        }
 
     def log_prob(self, params, z, u):
         return flows.conditional_log_prob(params, z, u, self.flow_hidden)
@@ -86,7 +88,7 @@ def gaussian_kl(mean_p: Array, log_var_p: Array, mu: Array, log_var: Array, tril
     The core's :func:`mechind.core.training.gaussian_kl` summed over the latents (the factor
     1/2 after the sum: summing per-coordinate halves moved the Gaussian-prior methods'
     losses in the last bit inside the compiled sweeps)."""
-    var = jnp.exp(log_var) if tril is None else jnp.sum(tril ** 2, -1)  # diag of L L^T
+    var = jnp.exp(log_var) if tril is None else jnp.sum(tril**2, -1)  # diag of L L^T
     return training.gaussian_kl(mu, var, mean_p, jnp.exp(log_var_p), log_var, log_var_p, axis=-1)
 
 
@@ -96,8 +98,10 @@ class GaussianPrior(Prior):
     closed_form_kl = True
 
     def init(self, key):
-        return {"mu": 0.1 * jax.random.normal(key, (self.max_domains, self.latent_dim)),
-                "log_var": jnp.zeros((self.max_domains, self.latent_dim))}
+        return {
+            "mu": 0.1 * jax.random.normal(key, (self.max_domains, self.latent_dim)),
+            "log_var": jnp.zeros((self.max_domains, self.latent_dim)),
+        }
 
     def log_prob(self, params, z, u):
         if not isinstance(u, jax.core.Tracer):
@@ -183,11 +187,17 @@ METHODS: dict[str, Method] = {
     # the data, every latent switched off; measured on the sparse iVAE protocol, n = 3, 4 domains: 0
     # active latents, MCC 0.23-0.50), so beta-VAE keeps a fixed variance of 0.05 of the whitened unit
     # variance (3 of 3 latents active, MCC 0.70-0.81)
-    "beta_vae": Method("standard", beta=4.0, settings=(("learn_obs_var", False), ("obs_var", 0.05)),
-                       doc="N(0, I) prior, beta = 4"),
+    "beta_vae": Method(
+        "standard", beta=4.0, settings=(("learn_obs_var", False), ("obs_var", 0.05)), doc="N(0, I) prior, beta = 4"
+    ),
     # a 1-unit deep sigmoid flow is logit(sigmoid(a z + b)) = a z + b: exactly iVAE's Gaussian, through
     # the flow's code path; it tells the flow's flexibility apart from everything else it brings
-    "cg_vae_flow1": Method("flow", "exact", DEFAULT_ALPHA, settings=(("flow_hidden", 1),),
-                           doc="1-unit flow (a Gaussian) + L1: the flexibility control"),
+    "cg_vae_flow1": Method(
+        "flow",
+        "exact",
+        DEFAULT_ALPHA,
+        settings=(("flow_hidden", 1),),
+        doc="1-unit flow (a Gaussian) + L1: the flexibility control",
+    ),
     "cg_vae_fd": Method("flow", "fd", DEFAULT_ALPHA, doc="CG-VAE with the paper's finite-difference penalty"),
 }

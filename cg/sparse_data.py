@@ -116,16 +116,19 @@ class Spec(datasets.Dataset):
             (self.mixing in MIXINGS, f"mixing must be one of {MIXINGS}, got {self.mixing!r}"),
             (0 < self.density < 1, f"density must lie in (0, 1), got {self.density}"),
             (0 <= self.noise < 1, f"noise must lie in [0, 1), got {self.noise}"),
-            (1 <= self.min_row_edges <= self.latent_dim,
-             f"min_row_edges must lie in [1, latent_dim], got {self.min_row_edges}"),
+            (
+                1 <= self.min_row_edges <= self.latent_dim,
+                f"min_row_edges must lie in [1, latent_dim], got {self.min_row_edges}",
+            ),
             (self.num_domains >= 1, f"num_domains must be >= 1, got {self.num_domains}"),
-            (self.heldout >= 0 and self.heldout % max(self.num_domains, 1) == 0,
-             f"heldout={self.heldout} must be a multiple of num_domains={self.num_domains}"),
+            (
+                self.heldout >= 0 and self.heldout % max(self.num_domains, 1) == 0,
+                f"heldout={self.heldout} must be a multiple of num_domains={self.num_domains}",
+            ),
         ]
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
-
 
     def draw(self, key, total: int) -> "SparseData":
         """The whole dataset of ``key`` (with its mixing and domain parameters):
@@ -219,7 +222,7 @@ def _candidate_support(rng: np.random.Generator, d_x: int, n: int, density: floa
 def _make_nested(rng: np.random.Generator, s: np.ndarray) -> np.ndarray:
     """Column 0 replaced by a random strict, nonempty subset of column 1."""
     rows = np.flatnonzero(s[:, 1])
-    keep = rng.permutation(rows)[:rng.integers(1, len(rows))]  # 1 .. len - 1 rows: strict
+    keep = rng.permutation(rows)[: rng.integers(1, len(rows))]  # 1 .. len - 1 rows: strict
     s = s.copy()
     s[:, 0] = False
     s[keep, 0] = True
@@ -273,7 +276,7 @@ def unit_noise(rng: np.random.Generator, shape: tuple[int, ...], family: str) ->
         return rng.laplace(0.0, 1.0 / np.sqrt(2.0), shape)
     if family == "mixture":
         sign = rng.choice([-1.0, 1.0], shape)
-        return sign * MIXTURE_MEAN + np.sqrt(1 - MIXTURE_MEAN ** 2) * rng.standard_normal(shape)
+        return sign * MIXTURE_MEAN + np.sqrt(1 - MIXTURE_MEAN**2) * rng.standard_normal(shape)
     raise ValueError(f"family must be one of {FAMILIES}, got {family!r}")
 
 
@@ -301,8 +304,9 @@ def generate(seed: int, num_domains: int, total: int, spec: Spec = Spec(), heldo
     z, u, x, std = _draw(np.random.default_rng([seed, _SAMPLES, num_domains]), mixing, means, scales, total, spec)
     val = {}
     if heldout:
-        zv, uv, xv, _ = _draw(np.random.default_rng([seed, _SAMPLES, num_domains, 1]), mixing, means, scales,
-                              heldout, spec, std)
+        zv, uv, xv, _ = _draw(
+            np.random.default_rng([seed, _SAMPLES, num_domains, 1]), mixing, means, scales, heldout, spec, std
+        )
         val = dict(z_val=zv, u_val=uv, x_val=xv)
     return SparseData(z, u, x, mixing, means, scales, spec, **val)
 

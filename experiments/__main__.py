@@ -52,15 +52,21 @@ def figure_links(out: Path, name: str) -> str:
 
 def main(argv=None) -> Path:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--preset", choices=("quick", "paper"), default="quick",
-                    help="quick: minutes on a 2-core CPU; paper: the published protocols (GPU)")
+    ap.add_argument(
+        "--preset",
+        choices=("quick", "paper"),
+        default="quick",
+        help="quick: minutes on a 2-core CPU; paper: the published protocols (GPU)",
+    )
     ap.add_argument("--out", default="results", help="output folder; each part writes a subfolder")
-    ap.add_argument("--only", nargs="+", choices=[p.name for p in PARTS], default=None,
-                    help="run only these parts")
+    ap.add_argument("--only", nargs="+", choices=[p.name for p in PARTS], default=None, help="run only these parts")
     ap.add_argument("--fresh", action="store_true", help="discard earlier results in --out")
     ap.add_argument("--no-progress", action="store_true", help="no progress bars")
-    ap.add_argument("--debug", action="store_true",
-                    help=f"full tracebacks instead of one-line errors (also: {framework.DEBUG_ENV}=1)")
+    ap.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"full tracebacks instead of one-line errors (also: {framework.DEBUG_ENV}=1)",
+    )
     args = ap.parse_args(argv)
     # --out is checked and held for the whole job before the first part starts; each part
     # then holds its own subfolder
@@ -76,19 +82,29 @@ def _run(args, out: Path) -> Path:
     for part in parts:
         print(f"\n=== {part.title} ===\n", flush=True)
         t = time.perf_counter()
-        argv_part = ["--out", str(out / part.name), "--preset", args.preset] \
-            + (["--fresh"] if args.fresh else []) + (["--no-progress"] if args.no_progress else []) \
-            + (["--debug"] if args.debug else []) \
+        argv_part = (
+            ["--out", str(out / part.name), "--preset", args.preset]
+            + (["--fresh"] if args.fresh else [])
+            + (["--no-progress"] if args.no_progress else [])
+            + (["--debug"] if args.debug else [])
             + (list(part.main_job_args) if args.preset == "quick" else [])
+        )
         res = part.main(argv_part)
-        text = res.get("markdown") if isinstance(res, dict) and res.get("markdown") else \
-            (out / part.name / "table.md").read_text()
-        sections.append(f"## {part.title}\n\n_{time.perf_counter() - t:.0f}s; files in `{out / part.name}`_\n\n"
-                        + text.replace("\n# ", "\n### ").lstrip("# ")
-                        + figure_links(out, part.name))
+        text = (
+            res.get("markdown")
+            if isinstance(res, dict) and res.get("markdown")
+            else (out / part.name / "table.md").read_text()
+        )
+        sections.append(
+            f"## {part.title}\n\n_{time.perf_counter() - t:.0f}s; files in `{out / part.name}`_\n\n"
+            + text.replace("\n# ", "\n### ").lstrip("# ")
+            + figure_links(out, part.name)
+        )
     dev = report.device_info()
-    head = (f"# mechind report ({args.preset} preset)\n\nDevice: {dev['backend']} ({dev['device_kind']} "
-            f"x{dev['device_count']}), jax {dev['jax']}. Total wall time {time.perf_counter() - t0:.0f}s.\n\n")
+    head = (
+        f"# mechind report ({args.preset} preset)\n\nDevice: {dev['backend']} ({dev['device_kind']} "
+        f"x{dev['device_count']}), jax {dev['jax']}. Total wall time {time.perf_counter() - t0:.0f}s.\n\n"
+    )
     path = report.write_atomic(out / "report.md", head + "\n\n".join(sections))
     print(f"\nreport: {path}")
     return path

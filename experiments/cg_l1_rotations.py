@@ -33,8 +33,8 @@ from mechind.core import metrics, report
 PENALTIES = {
     "l1": lambda j: jnp.sum(jnp.abs(j)),
     # smooth near 0 so the gradient stays finite; both are closer to counting nonzeros than L1
-    "l0.5": lambda j: jnp.sum((j ** 2 + 1e-4) ** 0.25),
-    "log": lambda j: jnp.sum(jnp.log1p(jnp.sqrt(j ** 2 + 1e-6) / 0.1)),
+    "l0.5": lambda j: jnp.sum((j**2 + 1e-4) ** 0.25),
+    "log": lambda j: jnp.sum(jnp.log1p(jnp.sqrt(j**2 + 1e-6) / 0.1)),
 }
 
 
@@ -77,20 +77,36 @@ def main(argv=None) -> dict:
     ap.add_argument("--steps", type=int, default=2000, help="Adam steps per start")
     ap.add_argument("--latent-dim", type=int, default=6, help="n")
     ap.add_argument("--density", type=float, default=0.3, help="mixing density in (0, 1]")
-    ap.add_argument("--data", default="cg", choices=("cg", "sparse"),
-                    help="cg: cg.data's mixings (the first CG experiment's); sparse: the linear part of "
-                         "cg.sparse_data's (the benchmark's: structural sparsity, edges bounded away from 0)")
+    ap.add_argument(
+        "--data",
+        default="cg",
+        choices=("cg", "sparse"),
+        help="cg: cg.data's mixings (the first CG experiment's); sparse: the linear part of "
+        "cg.sparse_data's (the benchmark's: structural sparsity, edges bounded away from 0)",
+    )
     ap.add_argument("--obs-dim", type=int, default=None, help="d_x for --data sparse (default 2n)")
-    ap.add_argument("--min-row-edges", type=int, default=2, help="--data sparse: latents per observed coordinate, "
-                                                                  "at least (1 allows coordinates on one latent)")
+    ap.add_argument(
+        "--min-row-edges",
+        type=int,
+        default=2,
+        help="--data sparse: latents per observed coordinate, at least (1 allows coordinates on one latent)",
+    )
     ap.add_argument("--out", default="results/cg_l1_rotations", help="output folder")
     args = ap.parse_args(argv)
     if args.mixings < 1 or args.starts < 1 or args.steps < 1:
         ap.error("--mixings, --starts and --steps must be >= 1")
     try:
-        spec = cg_data.DomainSpec(1, args.latent_dim, args.density, "gaussian") if args.data == "cg" else \
-            sparse_data.Spec(args.latent_dim, args.obs_dim or 2 * args.latent_dim, mixing="linear",
-                             density=min(args.density, 0.99), min_row_edges=args.min_row_edges)
+        spec = (
+            cg_data.DomainSpec(1, args.latent_dim, args.density, "gaussian")
+            if args.data == "cg"
+            else sparse_data.Spec(
+                args.latent_dim,
+                args.obs_dim or 2 * args.latent_dim,
+                mixing="linear",
+                density=min(args.density, 0.99),
+                min_row_edges=args.min_row_edges,
+            )
+        )
     except ValueError as e:
         ap.error(str(e))
     rows = []
@@ -106,13 +122,20 @@ def main(argv=None) -> dict:
                 mcc.append(metrics.mcc_from_corr(np.abs(np.asarray(r))))
         found, truth, mcc = map(np.asarray, (found, truth, mcc))
         below = (found < truth - 1e-3).reshape(args.mixings, args.starts)
-        row = {"penalty": name, "starts": int(found.size), "below_truth": int(below.sum()),
-               "mixings_below_truth": int(below.any(1).sum()),
-               "recovered": int((mcc > 0.99).sum()), "mean_mcc": float(mcc.mean())}
+        row = {
+            "penalty": name,
+            "starts": int(found.size),
+            "below_truth": int(below.sum()),
+            "mixings_below_truth": int(below.any(1).sum()),
+            "recovered": int((mcc > 0.99).sum()),
+            "mean_mcc": float(mcc.mean()),
+        }
         rows.append(row)
-        print(f"{name:5s}: minimum below the truth's penalty in {row['below_truth']}/{row['starts']} starts "
-              f"({row['mixings_below_truth']}/{args.mixings} mixings: the truth is not the global minimum there), "
-              f"truth recovered (MCC > 0.99) in {row['recovered']}, mean MCC {row['mean_mcc']:.3f}")
+        print(
+            f"{name:5s}: minimum below the truth's penalty in {row['below_truth']}/{row['starts']} starts "
+            f"({row['mixings_below_truth']}/{args.mixings} mixings: the truth is not the global minimum there), "
+            f"truth recovered (MCC > 0.99) in {row['recovered']}, mean MCC {row['mean_mcc']:.3f}"
+        )
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     result = {"args": vars(args), "rows": rows}

@@ -29,8 +29,12 @@ def plan(methods, seeds: int, cells: list[dict], alphas=()) -> list[dict]:
     for method in methods:
         m = models.METHODS[method]
         weights = [m.alpha] + ([a for a in alphas if a != m.alpha] if m.sparse else [])
-        runs += [{"method": method, "alpha": float(a), **cell, "seed": s}
-                 for a in weights for cell in cells for s in range(seeds)]
+        runs += [
+            {"method": method, "alpha": float(a), **cell, "seed": s}
+            for a in weights
+            for cell in cells
+            for s in range(seeds)
+        ]
     return runs
 
 
@@ -64,10 +68,20 @@ def penalty_pairs(methods) -> list[tuple[str, str]]:
     return out
 
 
-def build_groups(runs: list[dict], dataset: Callable[[dict], dict], *, latent_dim: int,
-                 num_domains: int | None, group_by: tuple[str, ...], key: dict, preprocess: str = "whiten",
-                 heldout: bool = False, with_support: bool = True, extra: Callable[[dict, dict], dict] | None = None,
-                 **overrides) -> list[sweep.Group]:
+def build_groups(
+    runs: list[dict],
+    dataset: Callable[[dict], dict],
+    *,
+    latent_dim: int,
+    num_domains: int | None,
+    group_by: tuple[str, ...],
+    key: dict,
+    preprocess: str = "whiten",
+    heldout: bool = False,
+    with_support: bool = True,
+    extra: Callable[[dict, dict], dict] | None = None,
+    **overrides,
+) -> list[sweep.Group]:
     """One :class:`~experiments.sweep.Group` (one compiled program) per method and value of
     ``group_by`` (the fields that change array shapes); seeds, domain counts and alphas of
     one method are vmapped runs of it.
@@ -94,17 +108,35 @@ def build_groups(runs: list[dict], dataset: Callable[[dict], dict], *, latent_di
         ds = [dataset(r) for r in rs]
         stack = lambda name: np.stack([d[name] for d in ds])  # noqa: E731
         val = dict(xs_val=stack("x_val"), us_val=stack("u_val")) if heldout else {}
-        prep = fitting.prepare(stack("x"), stack("u"), method=method,
-                               latent_dim=latent_dim, preprocess=preprocess, num_domains=num_domains, **val,
-                               **overrides)
+        prep = fitting.prepare(
+            stack("x"),
+            stack("u"),
+            method=method,
+            latent_dim=latent_dim,
+            preprocess=preprocess,
+            num_domains=num_domains,
+            **val,
+            **overrides,
+        )
         truth = {"s": jnp.asarray(stack("z"))}
         if with_support:
             truth["support"] = jnp.asarray(stack("support"))
-        gkey = {"method": method, **dict(zip(group_by, cell)), "config": dataclasses.asdict(prep.config),
-                "preprocess": preprocess, **key}
-        groups.append(sweep.Group(
-            key=gkey, keys=rng.seed_keys([r["seed"] for r in rs]), hparams=prep.hparams([r["alpha"] for r in rs]),
-            make_task=prep.task,
-            runs=[{**r, **(extra(r, d) if extra else {})} for r, d in zip(rs, ds)],
-            data={**prep.data, **truth}, finish=fitting.run_scalars))
+        gkey = {
+            "method": method,
+            **dict(zip(group_by, cell)),
+            "config": dataclasses.asdict(prep.config),
+            "preprocess": preprocess,
+            **key,
+        }
+        groups.append(
+            sweep.Group(
+                key=gkey,
+                keys=rng.seed_keys([r["seed"] for r in rs]),
+                hparams=prep.hparams([r["alpha"] for r in rs]),
+                make_task=prep.task,
+                runs=[{**r, **(extra(r, d) if extra else {})} for r, d in zip(rs, ds)],
+                data={**prep.data, **truth},
+                finish=fitting.run_scalars,
+            )
+        )
     return groups

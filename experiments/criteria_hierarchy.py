@@ -51,26 +51,43 @@ def make_families(key) -> dict[str, tuple[callable, str]]:
     p, q = jax.random.normal(ks[6], (4, 2)), jax.random.normal(ks[7], (4, 2))
     A, B = (lambda z: z[:2]), (lambda z: z[2:])
     fam = {
-        "disjoint": (lambda z: jnp.concatenate([fa(A(z)), fb(B(z))]),
-                     "D, M, S, H2, H3"),
-        "overlap_noncontained": (lambda z: jnp.concatenate([fa(A(z)), shared(z), fb(B(z))]),
-                                 "M, S; not D, H2, H3"),
-        "contained": (lambda z: jnp.concatenate([joint(z), fb(B(z))]),
-                      "none of D, M, S, H2, H3 (supp A inside supp B)"),
-        "additive_full_overlap": (lambda z: ha(A(z)) + hb(B(z)),
-                                  "H2, H3; not D, M, S"),
-        "pairwise_multiplicative": (lambda z: (1.5 + jnp.tanh(ha(A(z)))) * (1.5 + jnp.tanh(hb(B(z)))),
-                                    "none (cross derivatives of every order)"),
-        "bilinear_interaction": (lambda z: ha(A(z)) + hb(B(z)) + (p @ A(z)) * (q @ B(z)),
-                                 "H3 but not H2"),
+        "disjoint": (lambda z: jnp.concatenate([fa(A(z)), fb(B(z))]), "D, M, S, H2, H3"),
+        "overlap_noncontained": (lambda z: jnp.concatenate([fa(A(z)), shared(z), fb(B(z))]), "M, S; not D, H2, H3"),
+        "contained": (
+            lambda z: jnp.concatenate([joint(z), fb(B(z))]),
+            "none of D, M, S, H2, H3 (supp A inside supp B)",
+        ),
+        "additive_full_overlap": (lambda z: ha(A(z)) + hb(B(z)), "H2, H3; not D, M, S"),
+        "pairwise_multiplicative": (
+            lambda z: (1.5 + jnp.tanh(ha(A(z)))) * (1.5 + jnp.tanh(hb(B(z)))),
+            "none (cross derivatives of every order)",
+        ),
+        "bilinear_interaction": (lambda z: ha(A(z)) + hb(B(z)) + (p @ A(z)) * (q @ B(z)), "H3 but not H2"),
         # column-level supports: a1 {0}, a2 {1,2}, b1 {0,3}, b2 {3,4}
-        "m_not_s": (lambda z: jnp.stack([jnp.tanh(z[0] + 0.7 * z[2]), z[1] + 0.3 * jnp.sin(z[1]),
-                                         jnp.tanh(z[1]), jnp.tanh(z[2] - z[3]), z[3] + 0.2 * z[3] ** 3]),
-                    "M (slot supports not nested) but not S (supp a1 inside supp b1)"),
+        "m_not_s": (
+            lambda z: jnp.stack(
+                [
+                    jnp.tanh(z[0] + 0.7 * z[2]),
+                    z[1] + 0.3 * jnp.sin(z[1]),
+                    jnp.tanh(z[1]),
+                    jnp.tanh(z[2] - z[3]),
+                    z[3] + 0.2 * z[3] ** 3,
+                ]
+            ),
+            "M (slot supports not nested) but not S (supp a1 inside supp b1)",
+        ),
         # a1 {0,1}, a2 {2,3}, b1 {1,2}, b2 {1,2}: supp B inside supp A, no column inside another slot's
-        "s_not_m": (lambda z: jnp.stack([jnp.tanh(z[0]), jnp.tanh(z[0] + z[2] - 0.5 * z[3]),
-                                         jnp.tanh(z[1] - z[2] + 0.8 * z[3]), z[1] + 0.1 * z[1] ** 3]),
-                    "S but not M"),
+        "s_not_m": (
+            lambda z: jnp.stack(
+                [
+                    jnp.tanh(z[0]),
+                    jnp.tanh(z[0] + z[2] - 0.5 * z[3]),
+                    jnp.tanh(z[1] - z[2] + 0.8 * z[3]),
+                    z[1] + 0.1 * z[1] ** 3,
+                ]
+            ),
+            "S but not M",
+        ),
     }
     return fam
 
@@ -82,8 +99,7 @@ def _components_in_bases(jac, bases, tol):
 
 
 CRITERIA = ("type_d", "type_m", "type_s", "type_h2", "type_h3")
-IMPLICATIONS = (("type_d", "type_m"), ("type_d", "type_s"), ("type_d", "type_h2"),
-                ("type_h2", "type_h3"))
+IMPLICATIONS = (("type_d", "type_m"), ("type_d", "type_s"), ("type_d", "type_h2"), ("type_h2", "type_h3"))
 
 
 def run(points: int = 256, num_bases: int = 4, seed: int = 0, tol: float | None = None) -> dict:
@@ -95,23 +111,36 @@ def run(points: int = 256, num_bases: int = 4, seed: int = 0, tol: float | None 
     for name, (fn, expected) in make_families(kf).items():
         res = criteria.evaluate_all(fn, z, SLOTS, tol=tol, only=CRITERIA)
         jac = derivatives.jacobian(fn, z)
-        bases = jnp.concatenate([jnp.eye(4)[None], jax.vmap(lambda k: graph.random_basis(k, 4))(
-            jax.random.split(kb, num_bases))])
+        bases = jnp.concatenate(
+            [jnp.eye(4)[None], jax.vmap(lambda k: graph.random_basis(k, 4))(jax.random.split(kb, num_bases))]
+        )
         comps = _components_in_bases(jac, bases, graph.check_tol(tol))  # [1 + num_bases]
         aligned, rand = float(comps[0]), np.asarray(comps[1:])
         irr = np.asarray(res["type_d"].irreducible).all(axis=-1).mean()
-        rows.append({"family": name, "expected": expected,
-                     **{c: res[c].fraction() for c in CRITERIA},
-                     "irreducible": float(irr), "components_aligned": aligned,
-                     "components_random": float(np.mean(rand))})
+        rows.append(
+            {
+                "family": name,
+                "expected": expected,
+                **{c: res[c].fraction() for c in CRITERIA},
+                "irreducible": float(irr),
+                "components_aligned": aligned,
+                "components_random": float(np.mean(rand)),
+            }
+        )
         for strong, weak in IMPLICATIONS:
             hs, hw = np.asarray(res[strong].holds), np.asarray(res[weak].holds)
             if np.any(hs & ~hw):
                 violations.append(f"{name}: {strong} holds but {weak} fails at {int(np.sum(hs & ~hw))} points")
             if np.any(~hs & hw):
                 weaker.append(f"{name}: {weak} holds where {strong} fails")
-    return {"rows": rows, "violations": violations, "weaker_survives": weaker,
-            "tol": graph.check_tol(tol), "points": points, "num_bases": num_bases}
+    return {
+        "rows": rows,
+        "violations": violations,
+        "weaker_survives": weaker,
+        "tol": graph.check_tol(tol),
+        "points": points,
+        "num_bases": num_bases,
+    }
 
 
 def main(argv=None) -> dict:
@@ -119,17 +148,28 @@ def main(argv=None) -> dict:
     ap.add_argument("--points", type=int, default=256, help="sample points z ~ N(0, I) per family")
     ap.add_argument("--bases", type=int, default=4, help="random rotated bases for the component count")
     ap.add_argument("--seed", type=int, default=0, help="seed for points, families and bases")
-    ap.add_argument("--tol", type=float, default=None,
-                    help=f"relative tolerance for calling a derivative zero (default {graph.DEFAULT_TOL})")
+    ap.add_argument(
+        "--tol",
+        type=float,
+        default=None,
+        help=f"relative tolerance for calling a derivative zero (default {graph.DEFAULT_TOL})",
+    )
     ap.add_argument("--out", default="results/criteria_hierarchy", help="output folder")
     # the main job passes every part the same options; this part is exact and takes seconds,
     # so the presets compute the same table and there is nothing to resume or show progress of
-    ap.add_argument("--preset", choices=("quick", "paper"), default="quick",
-                    help="accepted for the main job; both presets compute the same table (seconds)")
+    ap.add_argument(
+        "--preset",
+        choices=("quick", "paper"),
+        default="quick",
+        help="accepted for the main job; both presets compute the same table (seconds)",
+    )
     ap.add_argument("--fresh", action="store_true", help="accepted for the main job; every run is fresh")
     ap.add_argument("--no-progress", action="store_true", help="accepted for the main job; no progress bar here")
-    ap.add_argument("--debug", action="store_true",
-                    help=f"full tracebacks instead of one-line errors (also: {framework.DEBUG_ENV}=1)")
+    ap.add_argument(
+        "--debug",
+        action="store_true",
+        help=f"full tracebacks instead of one-line errors (also: {framework.DEBUG_ENV}=1)",
+    )
     args = ap.parse_args(argv)
     if args.points < 1 or args.bases < 1:
         ap.error("--points and --bases must be positive")
@@ -147,15 +187,21 @@ def _run(args, outdir: Path) -> dict:
     out = run(args.points, args.bases, args.seed, args.tol)
     header = ["family", *CRITERIA, "irreducible", "components_aligned", "components_random", "expected"]
     table = [[r[h] for h in header] for r in out["rows"]]
-    md = (f"Fraction of {out['points']} points z ~ N(0, I) at which each criterion holds "
-          f"(2 slots of 2 latents, relative tol {out['tol']:g}); components of G_D averaged "
-          f"over points, random = {out['num_bases']} Haar-random rotations.\n\n"
-          + report.markdown_table(header, table)
-          + "\nImplications D=>M, D=>S, D=>H2, H2=>H3: "
-          + ("hold at every point of every family.\n" if not out["violations"]
-             else "VIOLATED:\n" + "\n".join(f"- {v}" for v in out["violations"]) + "\n")
-          + "\nWhere a weaker criterion holds while a stronger one fails:\n"
-          + "\n".join(f"- {w}" for w in out["weaker_survives"]) + "\n")
+    md = (
+        f"Fraction of {out['points']} points z ~ N(0, I) at which each criterion holds "
+        f"(2 slots of 2 latents, relative tol {out['tol']:g}); components of G_D averaged "
+        f"over points, random = {out['num_bases']} Haar-random rotations.\n\n"
+        + report.markdown_table(header, table)
+        + "\nImplications D=>M, D=>S, D=>H2, H2=>H3: "
+        + (
+            "hold at every point of every family.\n"
+            if not out["violations"]
+            else "VIOLATED:\n" + "\n".join(f"- {v}" for v in out["violations"]) + "\n"
+        )
+        + "\nWhere a weaker criterion holds while a stronger one fails:\n"
+        + "\n".join(f"- {w}" for w in out["weaker_survives"])
+        + "\n"
+    )
     report.write_atomic(outdir / "table.md", md)
     report.write_atomic(outdir / "table.csv", report.csv_text(header, table))
     print(md)

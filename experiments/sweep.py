@@ -105,17 +105,29 @@ def _check_layout(path: Path, where: str, records: list[dict], now: dict) -> Non
         raise report.UserError(
             f"{path} holds runs of {where} computed under another layout ({_fmt_layout(old[0])}; this run: "
             f"{_fmt_layout(now)}); numbers differ between layouts, so they are not mixed: run with the same "
-            "devices and --max-runs-per-call, or use --fresh or another --out")
+            "devices and --max-runs-per-call, or use --fresh or another --out"
+        )
 
 
 def _fmt_layout(lay: dict) -> str:
-    return (f"{lay.get('devices')} {lay.get('backend')} device(s), {lay.get('runs_per_call')} runs per call, "
-            f"jax {lay.get('jax')}")
+    return (
+        f"{lay.get('devices')} {lay.get('backend')} device(s), {lay.get('runs_per_call')} runs per call, "
+        f"jax {lay.get('jax')}"
+    )
 
 
-def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, preset: str,
-              chunk_steps: int = 1000, progress: bool = True, fresh: bool = False,
-              max_runs_per_call: int | None = None, log=print) -> list[dict]:
+def run_sweep(
+    groups: list[Group],
+    out_dir: str | Path,
+    *,
+    experiment: str,
+    preset: str,
+    chunk_steps: int = 1000,
+    progress: bool = True,
+    fresh: bool = False,
+    max_runs_per_call: int | None = None,
+    log=print,
+) -> list[dict]:
     """Run every group not already complete in ``out_dir/results.jsonl``; returns all records.
 
     Everything that can refuse the sweep (duplicate runs, results of another layout, a
@@ -153,8 +165,16 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
         ckpt = out_dir / "checkpoints" / g.id
         try:
             task = tasks.get(gi) or g.make_task()
-            res = runner.run_group(task, g.keys, g.hparams, chunk_steps=chunk_steps, checkpoint_dir=ckpt,
-                                   progress=progress, max_runs_per_call=max_runs_per_call, given=g.data)
+            res = runner.run_group(
+                task,
+                g.keys,
+                g.hparams,
+                chunk_steps=chunk_steps,
+                checkpoint_dir=ckpt,
+                progress=progress,
+                max_runs_per_call=max_runs_per_call,
+                given=g.data,
+            )
         except KeyboardInterrupt as e:
             raise runner.Interrupted(getattr(e, "step", None), getattr(e, "num_steps", 0), where(gi, g)) from None
         records = []
@@ -163,20 +183,36 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
             m = {k: v[r] for k, v in res.metrics.items()}
             vals = g.finish(m)
             failed = bool(res.failed[r]) or not all(
-                isinstance(v, (int, float)) and math.isfinite(v) for v in vals.values() if isinstance(v, float))
+                isinstance(v, (int, float)) and math.isfinite(v) for v in vals.values() if isinstance(v, float)
+            )
             failure = None
             if res.failed[r]:
                 failure = f"non-finite loss by step {int(res.failed_at[r])}"
             elif failed:
                 failure = "non-finite metric"
-            records.append({
-                "experiment": experiment, "preset": preset, "run_id": rid, "group": g.id,
-                **g.key, **run, **vals, "failed": failed, "failure": failure,
-                "final_loss": float(res.final_loss[r]), "steps": task.num_steps,
-                "group_runs": len(g.runs), "compile_s": res.compile_s, "train_s": res.train_s,
-                "eval_s": res.eval_s, "train_s_per_run": res.train_s / len(g.runs),
-                "resumed_from": res.resumed_from, "device": device, "run_layout": res.layout,
-            })
+            records.append(
+                {
+                    "experiment": experiment,
+                    "preset": preset,
+                    "run_id": rid,
+                    "group": g.id,
+                    **g.key,
+                    **run,
+                    **vals,
+                    "failed": failed,
+                    "failure": failure,
+                    "final_loss": float(res.final_loss[r]),
+                    "steps": task.num_steps,
+                    "group_runs": len(g.runs),
+                    "compile_s": res.compile_s,
+                    "train_s": res.train_s,
+                    "eval_s": res.eval_s,
+                    "train_s_per_run": res.train_s / len(g.runs),
+                    "resumed_from": res.resumed_from,
+                    "device": device,
+                    "run_layout": res.layout,
+                }
+            )
         # a group redone because some of its runs were missing (a cut last line) adds
         # only those: a run id is written once
         new = [r for r in records if r["run_id"] not in by_id]
@@ -184,8 +220,10 @@ def run_sweep(groups: list[Group], out_dir: str | Path, *, experiment: str, pres
         by_id.update((r["run_id"], r) for r in new)
         shutil.rmtree(ckpt, ignore_errors=True)
         n_fail = sum(r["failed"] for r in records)
-        log(f"[{gi + 1}/{n}] {_short(g.key)}: {len(records)} runs, compile {res.compile_s:.1f}s, "
-            f"train {res.train_s:.1f}s, eval {res.eval_s:.1f}s" + (f", {n_fail} FAILED" if n_fail else ""))
+        log(
+            f"[{gi + 1}/{n}] {_short(g.key)}: {len(records)} runs, compile {res.compile_s:.1f}s, "
+            f"train {res.train_s:.1f}s, eval {res.eval_s:.1f}s" + (f", {n_fail} FAILED" if n_fail else "")
+        )
     log(f"sweep finished in {time.perf_counter() - t_sweep:.1f}s; results in {path}")
     return report.unique_records(report.read_jsonl(path))
 
@@ -196,8 +234,13 @@ def seed_keys(seeds, repeat: int = 1):
     return jnp.concatenate([rng.seed_keys(seeds)] * repeat)
 
 
-def pivot(records: list[dict], row_keys: tuple[str, ...], col_key: str, value: str,
-          filt: Callable[[dict], bool] = lambda r: True) -> tuple[list, list, dict]:
+def pivot(
+    records: list[dict],
+    row_keys: tuple[str, ...],
+    col_key: str,
+    value: str,
+    filt: Callable[[dict], bool] = lambda r: True,
+) -> tuple[list, list, dict]:
     """Group finished records into ``{(row, col): [values]}`` (failed runs give None)."""
     cells: dict = {}
     for r in records:

@@ -194,7 +194,11 @@ def type_d(fn, z, slot_sizes, tol) -> CriterionResult:
     else:
         shared = jnp.zeros(z.shape[0], jnp.int32)
     return CriterionResult(
-        "type_d", shared == 0, shared.astype(jnp.float32), tol, exact=True,
+        "type_d",
+        shared == 0,
+        shared.astype(jnp.float32),
+        tol,
+        exact=True,
         irreducible=irreducible(jac, slot_sizes, tol),
         note="rows with |J| > tol * max|J| per point; value = max rows shared by a slot pair",
     )
@@ -212,7 +216,11 @@ def type_m(fn, z, slot_sizes, tol) -> CriterionResult:
     else:
         excess = jnp.full(z.shape[0], jac.shape[1], jnp.int32)
     return CriterionResult(
-        "type_m", excess > 0, excess.astype(jnp.float32), tol, exact=True,
+        "type_m",
+        excess > 0,
+        excess.astype(jnp.float32),
+        tol,
+        exact=True,
         irreducible=irreducible(jac, slot_sizes, tol),
         note="value = min over ordered slot pairs of rows in supp_k outside supp_l",
     )
@@ -243,7 +251,11 @@ def type_s(fn, z, slot_sizes, tol) -> CriterionResult:
     gap = jnp.min(jnp.where(cross[None], extra, big), axis=(1, 2))
     gap = jnp.where(gap == big, jac.shape[1], gap)  # one slot: nothing is misaligned
     return CriterionResult(
-        "type_s", gap > 0, gap.astype(jnp.float32), tol, exact=True,
+        "type_s",
+        gap > 0,
+        gap.astype(jnp.float32),
+        tol,
+        exact=True,
         irreducible=irreducible(jac, slot_sizes, tol),
         note="exact reduction to column pairs under genericity (no exact cancellation); "
         "value = rho- - rho+ in nonzeros",
@@ -259,7 +271,11 @@ def _type_h(fn, z, slot_sizes, tol, order: int) -> CriterionResult:
     rel = jnp.where(scale > 0, cross / jnp.where(scale > 0, scale, 1.0), 0.0)
     jac = derivatives.jacobian(fn, z)
     return CriterionResult(
-        f"type_h{order}", rel <= tol, rel, tol, exact=True,
+        f"type_h{order}",
+        rel <= tol,
+        rel,
+        tol,
+        exact=True,
         irreducible=irreducible(jac, slot_sizes, tol),
         note=f"value = max |cross-slot order-{order} derivative| / max |order-{order} derivative|",
     )

@@ -83,18 +83,21 @@ class SlotSpec(datasets.Dataset):
         if self.layout == "chain" and self.overlap > 0.5:
             raise ValueError(
                 f"overlap must be <= 0.5 for layout='chain' (a middle slot shares with both "
-                f"neighbours), got {self.overlap}")
+                f"neighbours), got {self.overlap}"
+            )
         if self.noise_std < 0:
             raise ValueError(f"noise_std must be >= 0, got {self.noise_std}")
         if self.obs_per_slot < self.slot_dim:
             raise ValueError(
                 f"obs_per_slot={self.obs_per_slot} is too small for an invertible generator: "
-                f"each slot needs at least slot_dim={self.slot_dim} observed coordinates")
+                f"each slot needs at least slot_dim={self.slot_dim} observed coordinates"
+            )
         if np.linalg.matrix_rank(_generic_mixing(self.support, self.slot_dim)) < self.latent_dim:
             raise ValueError(
                 f"obs_per_slot={self.obs_per_slot} with overlap={self.overlap} ({self.layout}) is too "
                 f"small for an invertible generator: the {self.obs_dim} observed coordinates "
-                f"cannot determine {self.latent_dim} latents")
+                f"cannot determine {self.latent_dim} latents"
+            )
 
     @property
     def latent_dim(self) -> int:
@@ -153,13 +156,13 @@ def support_mask(num_slots: int, obs_per_slot: int, num_shared: int, layout: str
         d_x = k * o - (k - 1) * s
         m = np.zeros((d_x, k), bool)
         for i in range(k):
-            m[i * (o - s): i * (o - s) + o, i] = True
+            m[i * (o - s) : i * (o - s) + o, i] = True
     else:
         d_x = k * (o - s) + s
         m = np.zeros((d_x, k), bool)
         for i in range(k):
-            m[i * (o - s): (i + 1) * (o - s), i] = True
-        m[k * (o - s):, :] = True
+            m[i * (o - s) : (i + 1) * (o - s), i] = True
+        m[k * (o - s) :, :] = True
     return m
 
 
@@ -260,5 +263,9 @@ def realised_overlap(support: np.ndarray) -> float:
     k = support.shape[1]
     if k < 2:
         return 0.0
-    return max(float(np.sum(support[:, i] & support[:, j]) / np.sum(support[:, i]))
-               for i in range(k) for j in range(k) if i != j)
+    return max(
+        float(np.sum(support[:, i] & support[:, j]) / np.sum(support[:, i]))
+        for i in range(k)
+        for j in range(k)
+        if i != j
+    )

@@ -82,9 +82,7 @@ def in_basis(jac: Array, basis: Array) -> Array:
     """
     _check_jac(jac)
     if basis.shape != (jac.shape[-1], jac.shape[-1]):
-        raise ValueError(
-            f"basis must have shape [{jac.shape[-1]}, {jac.shape[-1]}], got {basis.shape}"
-        )
+        raise ValueError(f"basis must have shape [{jac.shape[-1]}, {jac.shape[-1]}], got {basis.shape}")
     return jnp.einsum("bnj,ja->bna", jac, basis)
 
 

@@ -57,8 +57,8 @@ def contrast_share(jac: Array, slot_sizes: Sequence[int]) -> Array:
     """
     s = derivatives.slot_block_norms(jac, slot_sizes)  # [B, K, d_x]
     total = jnp.sum(s, 1)
-    pair = 0.5 * (total ** 2 - jnp.sum(s * s, 1))
-    return jnp.sum(pair) / jnp.maximum(jnp.sum(total ** 2), 1e-30)
+    pair = 0.5 * (total**2 - jnp.sum(s * s, 1))
+    return jnp.sum(pair) / jnp.maximum(jnp.sum(total**2), 1e-30)
 
 
 def decoder_contrast(decode, z_hat: Array, slot_sizes: Sequence[int]) -> Array:

@@ -13,8 +13,17 @@ import jax.numpy as jnp
 # the shared MLP and activations live in the core; re-exported for the slot pipeline
 from mechind.core.nets import ACTIVATIONS, INITS, MLP, NEGATIVE_SLOPE, leaky, parallel_mlp, xtanh
 
-__all__ = ["ACTIVATIONS", "INITS", "MLP", "NEGATIVE_SLOPE", "leaky", "xtanh", "AdditiveDecoder",
-           "make_models", "init_autoencoder"]
+__all__ = [
+    "ACTIVATIONS",
+    "INITS",
+    "MLP",
+    "NEGATIVE_SLOPE",
+    "leaky",
+    "xtanh",
+    "AdditiveDecoder",
+    "make_models",
+    "init_autoencoder",
+]
 
 
 class AdditiveDecoder(nn.Module):
@@ -37,8 +46,14 @@ class AdditiveDecoder(nn.Module):
         return h.sum(-2)
 
 
-def make_models(obs_dim: int, num_slots: int, slot_dim: int, hidden: Sequence[int] = (80, 80),
-                decoder: str = "mlp", init: str = "lecun") -> tuple[nn.Module, nn.Module]:
+def make_models(
+    obs_dim: int,
+    num_slots: int,
+    slot_dim: int,
+    hidden: Sequence[int] = (80, 80),
+    decoder: str = "mlp",
+    init: str = "lecun",
+) -> tuple[nn.Module, nn.Module]:
     """Encoder ``d_x -> hidden -> K*s`` and decoder ``K*s -> hidden -> d_x`` (``init``: see
     :func:`_dense`; the additive decoder is always lecun-initialised)."""
     enc = MLP((*hidden, num_slots * slot_dim), init_scheme=init)
@@ -54,5 +69,7 @@ def make_models(obs_dim: int, num_slots: int, slot_dim: int, hidden: Sequence[in
 def init_autoencoder(key: jax.Array, enc: nn.Module, dec: nn.Module, obs_dim: int, latent_dim: int) -> dict:
     """``{"enc": params, "dec": params}``."""
     ke, kd = jax.random.split(key)
-    return {"enc": enc.init(ke, jnp.zeros((obs_dim,)))["params"],
-            "dec": dec.init(kd, jnp.zeros((latent_dim,)))["params"]}
+    return {
+        "enc": enc.init(ke, jnp.zeros((obs_dim,)))["params"],
+        "dec": dec.init(kd, jnp.zeros((latent_dim,)))["params"],
+    }

@@ -100,15 +100,18 @@ class SlotConfig:
             (0 <= self.lr_drop <= 1, f"lr_drop must lie in [0, 1], got {self.lr_drop}"),
             (self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}"),
             (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (self.num_train >= self.batch_size,
-             f"num_train ({self.num_train}) must be >= batch_size ({self.batch_size})"),
+            (
+                self.num_train >= self.batch_size,
+                f"num_train ({self.num_train}) must be >= batch_size ({self.batch_size})",
+            ),
             (self.num_val >= 10, f"num_val must be >= 10 for a SIS fit/eval split, got {self.num_val}"),
             (0 < self.sis_fit_frac < 1, f"sis_fit_frac must lie in (0, 1), got {self.sis_fit_frac}"),
             (self.decoder in ("mlp", "additive"), f"decoder must be 'mlp' or 'additive', got {self.decoder!r}"),
-            (len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
-             f"hidden must be a non-empty tuple of positive widths, got {self.hidden}"),
-            (1 <= self.contrast_eval_samples,
-             f"contrast_eval_samples must be >= 1, got {self.contrast_eval_samples}"),
+            (
+                len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
+                f"hidden must be a non-empty tuple of positive widths, got {self.hidden}",
+            ),
+            (1 <= self.contrast_eval_samples, f"contrast_eval_samples must be >= 1, got {self.contrast_eval_samples}"),
             (self.latent_norm in LATENT_NORMS, f"latent_norm must be one of {LATENT_NORMS}, got {self.latent_norm!r}"),
             (self.norm_ref >= 2, f"norm_ref must be >= 2, got {self.norm_ref}"),
             (self.init in models.INITS, f"init must be one of {models.INITS}, got {self.init!r}"),
@@ -121,8 +124,9 @@ class SlotConfig:
     @property
     def dataset(self) -> slot_data.SlotSpec:
         """The dataset these settings draw (its fields are this config's of the same names)."""
-        return slot_data.SlotSpec(self.num_slots, self.slot_dim, self.obs_per_slot, self.overlap,
-                                  self.layout, self.dependent, self.noise_std)
+        return slot_data.SlotSpec(
+            self.num_slots, self.slot_dim, self.obs_per_slot, self.overlap, self.layout, self.dependent, self.noise_std
+        )
 
     def replace(self, **kw) -> "SlotConfig":
         return dataclasses.replace(self, **kw)
@@ -162,9 +166,11 @@ def make_data(config: SlotConfig, key: Array, given: dict | None = None) -> dict
         raise ValueError("the slot pipeline needs the true latents z of its data (SIS is scored against them)")
     x, z = given["x"], given["z"]
     if x.shape != (n + m, ds.obs_dim) or z.size != (n + m) * ds.latent_dim:
-        raise ValueError(f"data of shapes x {tuple(x.shape)}, z {tuple(z.shape)} do not fit the config: it needs "
-                         f"x [{n + m}, {ds.obs_dim}] (num_train + num_val samples) and z [{n + m}, "
-                         f"{ds.num_slots}, {ds.slot_dim}]")
+        raise ValueError(
+            f"data of shapes x {tuple(x.shape)}, z {tuple(z.shape)} do not fit the config: it needs "
+            f"x [{n + m}, {ds.obs_dim}] (num_train + num_val samples) and z [{n + m}, "
+            f"{ds.num_slots}, {ds.slot_dim}]"
+        )
     z = z.reshape(n + m, ds.num_slots, ds.slot_dim)
     return {"x_train": x[:n], "x_val": x[n:], "z_val": z[n:]}
 
@@ -180,8 +186,9 @@ def init_state(config: SlotConfig, nets: Nets, key: Array, data: dict, hp: "HPar
     return training.init_state(nets.tx, params, hp.lr, jax.random.fold_in(key, 2))
 
 
-def loss(config: SlotConfig, nets: Nets, params: dict, x: Array, lam: Array,
-         with_contrast: bool) -> tuple[Array, tuple[Array, Array]]:
+def loss(
+    config: SlotConfig, nets: Nets, params: dict, x: Array, lam: Array, with_contrast: bool
+) -> tuple[Array, tuple[Array, Array]]:
     """``(MSE + lam * C_comp, (MSE, C_comp))`` of a minibatch ``x [B, d_x]``; without the
     contrast (static) the decoder Jacobian is never computed and C_comp is 0."""
     z_hat = encode(config, nets.enc, params, x)
@@ -193,15 +200,16 @@ def loss(config: SlotConfig, nets: Nets, params: dict, x: Array, lam: Array,
     return rec + lam * cc, (rec, cc)
 
 
-def train_step(config: SlotConfig, nets: Nets, with_contrast: bool, state: training.TrainState, data: dict,
-               hp: "HParams", i: Array) -> tuple[training.TrainState, Array]:
+def train_step(
+    config: SlotConfig, nets: Nets, with_contrast: bool, state: training.TrainState, data: dict, hp: "HParams", i: Array
+) -> tuple[training.TrainState, Array]:
     """One Adam step on a minibatch drawn from step ``i``'s key (no noise: the key is not
     split); lambda ramps up over ``lam_warmup`` of training."""
-    batch = training.minibatch(training.step_key(state.key, i), data, ("x_train",), config.batch_size,
-                               config.num_train)
+    batch = training.minibatch(training.step_key(state.key, i), data, ("x_train",), config.batch_size, config.num_train)
     lam = lam_ramp(hp.lam, i, config.num_steps, config.lam_warmup)
     (value, _), grads = jax.value_and_grad(loss, argnums=2, has_aux=True)(
-        config, nets, state.params, batch["x_train"], lam, with_contrast)
+        config, nets, state.params, batch["x_train"], lam, with_contrast
+    )
     return training.apply_gradients(nets.tx, state, grads), value
 
 
@@ -213,7 +221,7 @@ def evaluate(config: SlotConfig, nets: Nets, state: training.TrainState, data: d
     sizes = ds.slot_sizes
     p = state.params
     x = data["x_val"]
-    z_hat = encode(config, nets.enc, p, x, data["x_train"][:min(config.norm_ref, n_train)])
+    z_hat = encode(config, nets.enc, p, x, data["x_train"][: min(config.norm_ref, n_train)])
     x_hat = nets.dec.apply({"params": p["dec"]}, z_hat)
     ss_res = jnp.sum((x - x_hat) ** 2)
     ss_tot = jnp.sum((x - x.mean(0)) ** 2)
@@ -221,13 +229,15 @@ def evaluate(config: SlotConfig, nets: Nets, state: training.TrainState, data: d
     decode = lambda z: nets.dec.apply({"params": p["dec"]}, z)  # noqa: E731
     # the training objective on a fixed training subset: what restarts are selected by
     # (it sees no latent truth and no validation data)
-    x_ref = data["x_train"][:min(config.norm_ref, n_train)]
+    x_ref = data["x_train"][: min(config.norm_ref, n_train)]
     z_ref = encode(config, nets.enc, p, x_ref, x_ref)
-    objective = losses.mse(x_ref, nets.dec.apply({"params": p["dec"]}, z_ref)) + hp.lam * \
-        losses.decoder_contrast(decode, z_ref[:m], sizes)
+    objective = losses.mse(x_ref, nets.dec.apply({"params": p["dec"]}, z_ref)) + hp.lam * losses.decoder_contrast(
+        decode, z_ref[:m], sizes
+    )
     return {
-        "sis_r2": metrics.sis_r2_matrix(data["z_val"], z_hat.reshape(n_val, ds.num_slots, ds.slot_dim),
-                                        fit_frac=config.sis_fit_frac),
+        "sis_r2": metrics.sis_r2_matrix(
+            data["z_val"], z_hat.reshape(n_val, ds.num_slots, ds.slot_dim), fit_frac=config.sis_fit_frac
+        ),
         "recon_r2": 1.0 - ss_res / ss_tot,
         "val_mse": losses.mse(x, x_hat),
         "objective": objective,
@@ -254,9 +264,11 @@ def make_task(config: SlotConfig, with_contrast: bool | None = None) -> runner.T
         init=lambda key, data, hp: init_state(config, nets, key, data, hp),
         step=lambda state, data, hp, i: train_step(config, nets, with_contrast, state, data, hp, i),
         evaluate=lambda state, data, hp: evaluate(config, nets, state, data, hp),
-        num_steps=config.num_steps, name=name,
+        num_steps=config.num_steps,
+        name=name,
         # SIS: one n_fit x n_fit kernel and its Cholesky factor per run at a time
-        eval_bytes=2 * 4 * n_fit * n_fit)
+        eval_bytes=2 * 4 * n_fit * n_fit,
+    )
 
 
 def contrast_diagnostics(decode, z_hat: Array, x: Array, slot_sizes, num_points: int) -> dict:
@@ -274,10 +286,12 @@ def contrast_diagnostics(decode, z_hat: Array, x: Array, slot_sizes, num_points:
     jac = derivatives.jacobian(decode, z_hat[:num_points], mode="fwd")
     z_std = jnp.std(z_hat, 0)
     jac_std = losses.standardize_jacobian(jac, z_std, jnp.maximum(jnp.std(x, 0), 1e-12))
-    return {"c_comp": losses.compositional_contrast(jac, slot_sizes),
-            "c_comp_std": losses.compositional_contrast(jac_std, slot_sizes),
-            "contrast_share": losses.contrast_share(jac_std, slot_sizes),
-            "latent_std": z_std}
+    return {
+        "c_comp": losses.compositional_contrast(jac, slot_sizes),
+        "c_comp_std": losses.compositional_contrast(jac_std, slot_sizes),
+        "contrast_share": losses.contrast_share(jac_std, slot_sizes),
+        "latent_std": z_std,
+    }
 
 
 class HParams(NamedTuple):
@@ -292,8 +306,11 @@ class HParams(NamedTuple):
 def hparams(lams: Sequence[float], lrs: Sequence[float], restarts: Sequence[int] | None = None) -> HParams:
     """Per-run hyper-parameters as arrays with a leading run axis; ``restarts`` (default
     none) index further initialisations of a seed on the same data."""
-    return HParams(jnp.asarray(lams, jnp.float32), jnp.asarray(lrs, jnp.float32),
-                   None if restarts is None else jnp.asarray(restarts, jnp.int32))
+    return HParams(
+        jnp.asarray(lams, jnp.float32),
+        jnp.asarray(lrs, jnp.float32),
+        None if restarts is None else jnp.asarray(restarts, jnp.int32),
+    )
 
 
 def select_restarts(records: Sequence[dict], group_keys: Sequence[str], key: str = "objective") -> list[dict]:
@@ -317,11 +334,18 @@ def finish(m: dict) -> dict:
     the training objective. Shared by :func:`train` and the sweeps."""
     z_std = np.asarray(m["latent_std"], float)
     k = len(m["sis_r2"])
-    return {"sis": metrics.sis_from_r2(m["sis_r2"]), "sis_r2": np.asarray(m["sis_r2"]).tolist(),
-            "recon_r2": float(m["recon_r2"]), "c_comp": float(m["c_comp"]),
-            "c_comp_std": float(m["c_comp_std"]), "contrast_share": float(m["contrast_share"]),
-            "slot_scale": z_std.reshape(k, -1).mean(1).tolist(), "latent_scale": float(z_std.mean()),
-            "val_mse": float(m["val_mse"]), "objective": float(m["objective"])}
+    return {
+        "sis": metrics.sis_from_r2(m["sis_r2"]),
+        "sis_r2": np.asarray(m["sis_r2"]).tolist(),
+        "recon_r2": float(m["recon_r2"]),
+        "c_comp": float(m["c_comp"]),
+        "c_comp_std": float(m["c_comp_std"]),
+        "contrast_share": float(m["contrast_share"]),
+        "slot_scale": z_std.reshape(k, -1).mean(1).tolist(),
+        "latent_scale": float(z_std.mean()),
+        "val_mse": float(m["val_mse"]),
+        "objective": float(m["objective"]),
+    }
 
 
 def train(key: Array, config: SlotConfig) -> tuple[dict, dict]:

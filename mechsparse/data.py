@@ -77,11 +77,15 @@ class Spec(datasets.Dataset):
     def __post_init__(self):
         checks = [
             (self.kind in KINDS, f"kind must be one of {KINDS}, got {self.kind!r}"),
-            (self.kind not in KINDS or self.graph in GRAPHS[self.kind],
-             f"graph must be one of {GRAPHS.get(self.kind)} for kind {self.kind!r}, got {self.graph!r}"),
+            (
+                self.kind not in KINDS or self.graph in GRAPHS[self.kind],
+                f"graph must be one of {GRAPHS.get(self.kind)} for kind {self.kind!r}, got {self.graph!r}",
+            ),
             (self.latent_dim >= 2, f"latent_dim must be >= 2, got {self.latent_dim}"),
-            (self.obs_dim >= self.latent_dim,
-             f"obs_dim ({self.obs_dim}) must be >= latent_dim ({self.latent_dim}) for an injective mixing"),
+            (
+                self.obs_dim >= self.latent_dim,
+                f"obs_dim ({self.obs_dim}) must be >= latent_dim ({self.latent_dim}) for an injective mixing",
+            ),
             (0 <= self.density <= 1, f"density must lie in [0, 1], got {self.density}"),
             (self.mean in MEANS, f"mean must be one of {MEANS}, got {self.mean!r}"),
         ]
@@ -146,7 +150,7 @@ def mechanism(parents: Array, graph: Array, spec: Spec, linear: Array | None = N
     if spec.heteroscedastic:
         var = 0.1 / p * jnp.exp(jnp.sum(graph * jnp.cos(arg), -1))
     else:
-        var = jnp.full(mean.shape, LATENT_STD ** 2)
+        var = jnp.full(mean.shape, LATENT_STD**2)
     return mean, var
 
 
@@ -156,7 +160,7 @@ def _orthogonal(key: Array, rows: int, cols: int) -> Array:
     w = jax.random.normal(key, (rows, cols))
     q, _ = jnp.linalg.qr(w.T if rows <= cols else w)
     q = q.T if rows <= cols else q
-    gain = np.sqrt(2.0 / (1.0 + NEGATIVE_SLOPE ** 2)) * np.sqrt(2.0 / (rows + cols))
+    gain = np.sqrt(2.0 / (1.0 + NEGATIVE_SLOPE**2)) * np.sqrt(2.0 / (rows + cols))
     return q * gain
 
 
@@ -195,8 +199,16 @@ def _sample(key: Array, spec: Spec, num_samples: int) -> dict:
     x = mix(weights, z)
     x_mean, x_std = x.reshape(-1, spec.obs_dim).mean(0), x.reshape(-1, spec.obs_dim).std(0)
     x = (x - x_mean) / x_std + OBS_NOISE_STD * jax.random.normal(k_x, x.shape)
-    return {"x": x, "z": z, "a": a, "graph": graph, "linear": linear, "weights": weights,
-            "x_mean": x_mean, "x_std": x_std}
+    return {
+        "x": x,
+        "z": z,
+        "a": a,
+        "graph": graph,
+        "linear": linear,
+        "weights": weights,
+        "x_mean": x_mean,
+        "x_std": x_std,
+    }
 
 
 def graph_of(key: Array, spec: Spec) -> Array:

@@ -86,8 +86,7 @@ class TransitionPrior(nn.Module):
     def __call__(self, parents, mask):
         masked = parents[..., None, :] * mask  # [..., d_z, d_p]
         mean = ParallelMLP(self.latent_dim, tuple(self.hidden), 1, self.init_scheme)(masked)[..., 0]
-        raw_var = self.param("raw_var", nn.initializers.constant(softplus_inverse(PRIOR_VAR_INIT)),
-                             (self.latent_dim,))
+        raw_var = self.param("raw_var", nn.initializers.constant(softplus_inverse(PRIOR_VAR_INIT)), (self.latent_dim,))
         var = jax.nn.softplus(raw_var) + PRIOR_VAR_FLOOR
         return mean, jnp.broadcast_to(var, mean.shape)
 
@@ -109,17 +108,19 @@ class Model(nn.Module):
         self.encoder = MLP((*self.hidden, 2 * self.latent_dim), init_scheme=self.init_scheme)
         self.decoder = MLP((*self.hidden, self.obs_dim), init_scheme=self.init_scheme)
         self.prior = TransitionPrior(self.latent_dim, tuple(self.transition_hidden), self.init_scheme)
-        self.log_alpha = self.param("log_alpha", nn.initializers.constant(LOG_ALPHA_INIT),
-                                    (self.latent_dim, self.parent_dim))
+        self.log_alpha = self.param(
+            "log_alpha", nn.initializers.constant(LOG_ALPHA_INIT), (self.latent_dim, self.parent_dim)
+        )
         self.decoder_log_var = self.param("decoder_log_var", nn.initializers.constant(self.decoder_log_var_init), ())
         self.init_mean = self.param("init_mean", nn.initializers.zeros, (self.latent_dim,))
-        self.init_raw_var = self.param("init_raw_var", nn.initializers.constant(softplus_inverse(1.0)),
-                                       (self.latent_dim,))
+        self.init_raw_var = self.param(
+            "init_raw_var", nn.initializers.constant(softplus_inverse(1.0)), (self.latent_dim,)
+        )
 
     def encode(self, x):
         """``x [..., d_x] -> (mean, var)`` of q(z | x), each ``[..., d_z]``."""
         out = self.encoder(x)
-        mean, raw = out[..., :self.latent_dim], out[..., self.latent_dim:]
+        mean, raw = out[..., : self.latent_dim], out[..., self.latent_dim :]
         return mean, jax.nn.softplus(raw) + POSTERIOR_VAR_FLOOR
 
     def decode(self, z):
@@ -138,5 +139,9 @@ class Model(nn.Module):
     def __call__(self, x, parents):
         """Touches every parameter (for ``init``)."""
         mean, _ = self.encode(x)
-        return self.decode(mean), self.transition(parents, jax.nn.sigmoid(self.log_alpha)), self.initial(), \
-            self.obs_std()
+        return (
+            self.decode(mean),
+            self.transition(parents, jax.nn.sigmoid(self.log_alpha)),
+            self.initial(),
+            self.obs_std(),
+        )

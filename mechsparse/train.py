@@ -70,12 +70,16 @@ class Config:
             raise ValueError(msg)
         checks = [
             (isinstance(self.data, ms_data.Spec), "data must be a mechsparse.data.Spec"),
-            (self.num_train >= self.batch_size >= 1,
-             f"num_train ({self.num_train}) must be >= batch_size ({self.batch_size}) >= 1"),
+            (
+                self.num_train >= self.batch_size >= 1,
+                f"num_train ({self.num_train}) must be >= batch_size ({self.batch_size}) >= 1",
+            ),
             (self.num_val >= 2 * self.data.latent_dim, f"num_val must be >= 2 d_z, got {self.num_val}"),
             (len(self.hidden) >= 1 and min(self.hidden) >= 1, f"hidden must be positive widths, got {self.hidden}"),
-            (min(self.transition_hidden, default=1) >= 1,
-             f"transition_hidden must be positive widths, got {self.transition_hidden}"),
+            (
+                min(self.transition_hidden, default=1) >= 1,
+                f"transition_hidden must be positive widths, got {self.transition_hidden}",
+            ),
             (self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}"),
             (self.lr > 0 and self.dual_lr > 0, f"lr and dual_lr must be > 0, got {self.lr}, {self.dual_lr}"),
             (self.mask_lr_mult > 0, f"mask_lr_mult must be > 0, got {self.mask_lr_mult}"),
@@ -125,14 +129,23 @@ def check_hparams(config: Config, coeffs, bounds) -> None:
     if min(coeffs, default=0.0) < 0:
         raise ValueError(f"the sparsity coefficient must be >= 0, got {min(coeffs)}")
     if bounds and (min(bounds) < 0 or max(bounds) > config.full_edges):
-        raise ValueError(f"the edge bound must lie in [0, {config.full_edges}] (the full graph), got "
-                         f"{min(bounds) if min(bounds) < 0 else max(bounds)}")
+        raise ValueError(
+            f"the edge bound must lie in [0, {config.full_edges}] (the full graph), got "
+            f"{min(bounds) if min(bounds) < 0 else max(bounds)}"
+        )
 
 
 def make_model(config: Config) -> models.Model:
     s = config.data
-    return models.Model(s.obs_dim, s.latent_dim, s.parent_dim, tuple(config.hidden), tuple(config.transition_hidden),
-                        config.decoder_log_var_init, config.init)
+    return models.Model(
+        s.obs_dim,
+        s.latent_dim,
+        s.parent_dim,
+        tuple(config.hidden),
+        tuple(config.transition_hidden),
+        config.decoder_log_var_init,
+        config.init,
+    )
 
 
 def optimizer(config: Config) -> optax.GradientTransformation:
@@ -141,8 +154,9 @@ def optimizer(config: Config) -> optax.GradientTransformation:
     return training.adam(scale_leaves={"log_alpha": config.mask_lr_mult})
 
 
-def elbo_terms(model: models.Model, params: dict, x: Array, a: Array, mask: Array, key: Array,
-               kind: str) -> tuple[Array, Array]:
+def elbo_terms(
+    model: models.Model, params: dict, x: Array, a: Array, mask: Array, key: Array, kind: str
+) -> tuple[Array, Array]:
     """``(reconstruction, kl)`` of a minibatch, each per observed coordinate (theirs).
 
     ``x [B, T, d_x]``, ``a [B, d_p]`` (actions; unused for time data), ``mask [d_z, d_p]``.
@@ -167,8 +181,16 @@ def elbo_terms(model: models.Model, params: dict, x: Array, a: Array, mask: Arra
     return rec, jnp.mean(kl) / obs_dim
 
 
-def objective(config: Config, model: models.Model, params: dict, batch: dict, hp: HParams,
-              multiplier: Array, bound: Array, key: Array) -> tuple[Array, dict]:
+def objective(
+    config: Config,
+    model: models.Model,
+    params: dict,
+    batch: dict,
+    hp: HParams,
+    multiplier: Array,
+    bound: Array,
+    key: Array,
+) -> tuple[Array, dict]:
     """The minimised Lagrangian ``rec + beta kl + penalty + multiplier * (edges - bound)``
     of a minibatch (``x_train``, ``a_train``) and its parts. The mask is one Gumbel-sigmoid
     sample for the whole minibatch (theirs); with ``learn_mask = 0`` it is the full graph."""
@@ -183,15 +205,23 @@ def objective(config: Config, model: models.Model, params: dict, batch: dict, hp
     return total, {"rec": rec, "kl": kl, "edges": count, "defect": defect}
 
 
-def train_step(config: Config, model: models.Model, tx: optax.GradientTransformation, state: training.TrainState,
-               data: dict, hp: HParams, i: Array) -> tuple[training.TrainState, Array]:
+def train_step(
+    config: Config,
+    model: models.Model,
+    tx: optax.GradientTransformation,
+    state: training.TrainState,
+    data: dict,
+    hp: HParams,
+    i: Array,
+) -> tuple[training.TrainState, Array]:
     """One step: the primal Adam step on the Lagrangian and the multiplier's ascent
     (``state.extra``), from the same minibatch (simultaneous, as their cooper setup)."""
     k_batch, k_obj = training.step_keys(state.key, i)
     batch = training.minibatch(k_batch, data, ("x_train", "a_train"), config.batch_size, config.num_train)
     bound = losses.annealed_bound(i, float(config.full_edges), hp.bound, int(config.anneal_frac * config.num_steps))
     (loss, parts), grads = jax.value_and_grad(objective, argnums=2, has_aux=True)(
-        config, model, state.params, batch, hp, state.extra, bound, k_obj)
+        config, model, state.params, batch, hp, state.extra, bound, k_obj
+    )
     multiplier = losses.dual_update(state.extra, parts["defect"], config.dual_lr, config.dual_restarts)
     return training.apply_gradients(tx, state, grads, extra=multiplier), loss
 
@@ -213,8 +243,14 @@ def make_data(config: Config, key: Array, given: dict | None = None) -> dict:
     regenerates it on resume."""
     n, total = config.num_train, config.num_train + config.num_val
     d = config.data.sample(data_key(key), total) if given is None else check_given(config, given)
-    return {"x_train": d["x"][:n], "a_train": d["a"][:n], "x_val": d["x"][n:total], "z_val": d["z"][n:total],
-            "a_val": d["a"][n:total], "graph": d["graph"]}
+    return {
+        "x_train": d["x"][:n],
+        "a_train": d["a"][:n],
+        "x_val": d["x"][n:total],
+        "z_val": d["z"][n:total],
+        "a_val": d["a"][n:total],
+        "graph": d["graph"],
+    }
 
 
 def check_given(config: Config, given: dict) -> dict:
@@ -222,20 +258,27 @@ def check_given(config: Config, given: dict) -> dict:
     (shapes are static: this runs once, while tracing)."""
     s = config.data
     total = config.num_train + config.num_val
-    want = {"x": (total, s.steps, s.obs_dim), "z": (total, s.steps, s.latent_dim), "a": (total, s.parent_dim),
-            "graph": (s.latent_dim, s.parent_dim)}
+    want = {
+        "x": (total, s.steps, s.obs_dim),
+        "z": (total, s.steps, s.latent_dim),
+        "a": (total, s.parent_dim),
+        "graph": (s.latent_dim, s.parent_dim),
+    }
     missing = [k for k in GIVEN if k not in given]
     if missing:
         raise ValueError(f"a given dataset needs {', '.join(GIVEN)}; missing {', '.join(missing)}")
     for k, shape in want.items():
         if tuple(given[k].shape) != shape:
-            raise ValueError(f"given {k} has shape {tuple(given[k].shape)}; this config needs {shape} "
-                             f"(num_train + num_val = {total}, {s.kind} data)")
+            raise ValueError(
+                f"given {k} has shape {tuple(given[k].shape)}; this config needs {shape} "
+                f"(num_train + num_val = {total}, {s.kind} data)"
+            )
     return given
 
 
-def init_state(config: Config, model: models.Model, tx: optax.GradientTransformation, key: Array, data: dict,
-               hp: HParams) -> training.TrainState:
+def init_state(
+    config: Config, model: models.Model, tx: optax.GradientTransformation, key: Array, data: dict, hp: HParams
+) -> training.TrainState:
     """Initial weights from ``fold_in(key, 1)``, the step key ``fold_in(key, 2)``, the
     multiplier (``extra``) at 0."""
     x0 = data["x_train"][0, 0]
@@ -256,9 +299,16 @@ def evaluate(config: Config, model: models.Model, state: training.TrainState, da
     probs = models.edge_probabilities(p["log_alpha"])
     mask = hp.learn_mask * probs + (1.0 - hp.learn_mask)
     rec, kl = elbo_terms(model, p, x, data["a_val"], mask, jax.random.PRNGKey(0), s.kind)
-    return {"corr": core_metrics.correlation_matrix(z_true, z_hat), "linear_r2": metrics.linear_r2(z_true, z_hat),
-            "edge_probs": probs, "graph": data["graph"], "val_rec": rec, "val_kl": kl,
-            "latent_std": jnp.std(z_hat, 0).mean(), "multiplier": state.extra}
+    return {
+        "corr": core_metrics.correlation_matrix(z_true, z_hat),
+        "linear_r2": metrics.linear_r2(z_true, z_hat),
+        "edge_probs": probs,
+        "graph": data["graph"],
+        "val_rec": rec,
+        "val_kl": kl,
+        "latent_std": jnp.std(z_hat, 0).mean(),
+        "multiplier": state.extra,
+    }
 
 
 def make_task(config: Config) -> runner.Task:
@@ -273,7 +323,9 @@ def make_task(config: Config) -> runner.Task:
         init=lambda key, data, hp: init_state(config, model, tx, key, data, hp),
         step=lambda state, data, hp, i: train_step(config, model, tx, state, data, hp, i),
         evaluate=lambda state, data, hp: evaluate(config, model, state, data, hp),
-        num_steps=config.num_steps, name=f"{s.kind}/{s.graph}")
+        num_steps=config.num_steps,
+        name=f"{s.kind}/{s.graph}",
+    )
 
 
 def finish(m: dict, kind: str) -> dict:
@@ -284,18 +336,24 @@ def finish(m: dict, kind: str) -> dict:
     corr = np.asarray(m["corr"], float)
     perm = core_metrics.matched_permutation(corr)
     learned = np.asarray(m["edge_probs"]) > 0.5
-    return {"mcc": core_metrics.mcc_from_corr(corr), "linear_r2": float(m["linear_r2"]),
-            "shd": metrics.shd(np.asarray(m["graph"]) > 0.5, learned, perm, kind),
-            "edges_learned": int(learned.sum()), "edges_true": int((np.asarray(m["graph"]) > 0.5).sum()),
-            "val_rec": float(m["val_rec"]), "val_kl": float(m["val_kl"]),
-            "latent_std": float(m["latent_std"]), "multiplier": float(m["multiplier"])}
+    return {
+        "mcc": core_metrics.mcc_from_corr(corr),
+        "linear_r2": float(m["linear_r2"]),
+        "shd": metrics.shd(np.asarray(m["graph"]) > 0.5, learned, perm, kind),
+        "edges_learned": int(learned.sum()),
+        "edges_true": int((np.asarray(m["graph"]) > 0.5).sum()),
+        "val_rec": float(m["val_rec"]),
+        "val_kl": float(m["val_kl"]),
+        "latent_std": float(m["latent_std"]),
+        "multiplier": float(m["multiplier"]),
+    }
 
 
-def train(key: Array, config: Config, coeff: float = 0.0, bound: float | None = None,
-          learn_mask: bool = True) -> tuple[training.TrainState, dict]:
+def train(
+    key: Array, config: Config, coeff: float = 0.0, bound: float | None = None, learn_mask: bool = True
+) -> tuple[training.TrainState, dict]:
     """One run as a pure function: ``(state, metrics)`` with ``mcc`` and ``shd``."""
-    hp = jax.tree.map(lambda v: v[0], hparams(config, [coeff], None if bound is None else [bound],
-                                               [float(learn_mask)]))
+    hp = jax.tree.map(lambda v: v[0], hparams(config, [coeff], None if bound is None else [bound], [float(learn_mask)]))
     state, m = jax.jit(runner.make_train(make_task(config)))(key, hp)
     m = jax.device_get(m)
     return state, {**finish(m, config.data.kind), "failed": bool(m["failed"]), "final_loss": float(m["final_loss"])}

@@ -14,8 +14,9 @@ def mirror(module: Path) -> Path:
 
 
 def source_modules() -> list[Path]:
-    return sorted(p.relative_to(ROOT) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py")
-                  if p.name not in NOT_MODULES)
+    return sorted(
+        p.relative_to(ROOT) for pkg in PACKAGES for p in (ROOT / pkg).rglob("*.py") if p.name not in NOT_MODULES
+    )
 
 
 def test_mirror_path():

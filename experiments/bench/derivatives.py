@@ -1,6 +1,6 @@
 """Benchmark: per-sample Jacobian and Hessian throughput, JAX vs torch.func.
 
-    python -m experiments.bench.derivatives [--batch 256] [--repeats 5] [--out results/bench]
+python -m experiments.bench.derivatives [--batch 256] [--repeats 5] [--out results/bench]
 """
 
 from __future__ import annotations
@@ -35,12 +35,24 @@ def run(batch: int = 256, repeats: int = 5, sizes=SIZES) -> list[dict]:
             tj = common.median_time(lambda: common.block(jf(z)), repeats)
             with torch.no_grad():
                 tt = common.median_time(lambda: tf(zt), repeats)
-            rows.append({"what": what, "d_z": d_z, "hidden": h, "d_x": d_x, "batch": batch,
-                         "jax_s": tj["median_s"], "torch_s": tt["median_s"],
-                         "jax_samples_per_s": batch / tj["median_s"], "torch_samples_per_s": batch / tt["median_s"],
-                         "speedup": tt["median_s"] / tj["median_s"]})
-            print(f"{what:8s} d_z={d_z:3d} h={h:3d} d_x={d_x:3d}: jax {tj['median_s'] * 1e3:8.2f} ms  "
-                  f"torch {tt['median_s'] * 1e3:8.2f} ms  x{rows[-1]['speedup']:.1f}")
+            rows.append(
+                {
+                    "what": what,
+                    "d_z": d_z,
+                    "hidden": h,
+                    "d_x": d_x,
+                    "batch": batch,
+                    "jax_s": tj["median_s"],
+                    "torch_s": tt["median_s"],
+                    "jax_samples_per_s": batch / tj["median_s"],
+                    "torch_samples_per_s": batch / tt["median_s"],
+                    "speedup": tt["median_s"] / tj["median_s"],
+                }
+            )
+            print(
+                f"{what:8s} d_z={d_z:3d} h={h:3d} d_x={d_x:3d}: jax {tj['median_s'] * 1e3:8.2f} ms  "
+                f"torch {tt['median_s'] * 1e3:8.2f} ms  x{rows[-1]['speedup']:.1f}"
+            )
     return rows
 
 

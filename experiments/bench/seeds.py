@@ -26,8 +26,9 @@ def runner_train_s(k: int, s: int, steps: int, lam: float = 1.0) -> float:
     of ``runner.CPU_RUNS_PER_CALL``), compile excluded."""
     cfg = train.SlotConfig(num_slots=k, overlap=0.0, num_train=10_000, num_val=500, num_steps=steps)
     task = train.make_task(cfg, with_contrast=lam > 0)
-    res = runner.run_group(task, rng.seed_keys(range(s)), train.hparams([lam] * s, [cfg.lr] * s),
-                           chunk_steps=steps, progress=False)
+    res = runner.run_group(
+        task, rng.seed_keys(range(s)), train.hparams([lam] * s, [cfg.lr] * s), chunk_steps=steps, progress=False
+    )
     return res.train_s
 
 
@@ -56,11 +57,21 @@ def main(argv=None) -> dict:
     for s in args.S:
         tv = t1 if s == 1 else time_runs(args.K, s, args.steps, args.repeats)
         tr = runner_train_s(args.K, s, args.steps)
-        rows.append({"S": s, "vmapped_s": tv, "runner_s": tr, "sequential_s": s * t1,
-                     "ratio_vmapped_over_sequential": tv / (s * t1), "ratio_runner_over_sequential": tr / (s * t1),
-                     "ratio_vmapped_over_one_seed": tv / t1})
-        print(f"S={s:4d}: vmapped {tv:.3f}s  runner {tr:.3f}s  sequential {s * t1:.3f}s  "
-              f"ratio {tv / (s * t1):.2f} / runner {tr / (s * t1):.2f}  ({tv / t1:.1f}x one seed)")
+        rows.append(
+            {
+                "S": s,
+                "vmapped_s": tv,
+                "runner_s": tr,
+                "sequential_s": s * t1,
+                "ratio_vmapped_over_sequential": tv / (s * t1),
+                "ratio_runner_over_sequential": tr / (s * t1),
+                "ratio_vmapped_over_one_seed": tv / t1,
+            }
+        )
+        print(
+            f"S={s:4d}: vmapped {tv:.3f}s  runner {tr:.3f}s  sequential {s * t1:.3f}s  "
+            f"ratio {tv / (s * t1):.2f} / runner {tr / (s * t1):.2f}  ({tv / t1:.1f}x one seed)"
+        )
     payload = {"K": args.K, "steps": args.steps, "lam": 1.0, "rows": rows}
     common.write(args.out, "seeds", payload)
     return payload

@@ -29,10 +29,17 @@ def slice_time(k: int, steps: int, seeds: int = 5, lams=(0.0, 1e-2, 1.0)) -> dic
     hp = train.hparams([lam for lam in lams for _ in range(seeds)], [cfg.lr] * runs)
     res = runner.run_group(task, keys, hp, chunk_steps=steps, progress=False)
     per_step = res.train_s / steps
-    return {"K": k, "runs": runs, "steps": steps, "compile_s": res.compile_s, "train_s": res.train_s,
-            "eval_s": res.eval_s, "group_step_ms": 1e3 * per_step,
-            "paper_slice_train_s": per_step * PAPER_STEPS,
-            "paper_slice_total_s": per_step * PAPER_STEPS + res.compile_s + res.eval_s}
+    return {
+        "K": k,
+        "runs": runs,
+        "steps": steps,
+        "compile_s": res.compile_s,
+        "train_s": res.train_s,
+        "eval_s": res.eval_s,
+        "group_step_ms": 1e3 * per_step,
+        "paper_slice_train_s": per_step * PAPER_STEPS,
+        "paper_slice_total_s": per_step * PAPER_STEPS + res.compile_s + res.eval_s,
+    }
 
 
 def main(argv=None) -> dict:
@@ -45,13 +52,18 @@ def main(argv=None) -> dict:
     for k in args.Ks:
         r = slice_time(k, args.steps)
         rows.append(r)
-        print(f"slice K={k}: compile {r['compile_s']:.1f}s, {r['steps']} steps {r['train_s']:.1f}s "
-              f"({r['group_step_ms']:.2f} ms per step for {r['runs']} runs), eval {r['eval_s']:.1f}s; "
-              f"paper slice ≈ {r['paper_slice_total_s'] / 60:.1f} min")
+        print(
+            f"slice K={k}: compile {r['compile_s']:.1f}s, {r['steps']} steps {r['train_s']:.1f}s "
+            f"({r['group_step_ms']:.2f} ms per step for {r['runs']} runs), eval {r['eval_s']:.1f}s; "
+            f"paper slice ≈ {r['paper_slice_total_s'] / 60:.1f} min"
+        )
     grid_s = OVERLAPS * sum(r["paper_slice_total_s"] for r in rows)
-    payload = {"rows": rows, "paper_grid_extrapolated_s": grid_s,
-               "note": f"extrapolated: {OVERLAPS} overlaps x K in {args.Ks} x 15 runs x {PAPER_STEPS} steps "
-                       f"from {args.steps} measured steps per slice on this device"}
+    payload = {
+        "rows": rows,
+        "paper_grid_extrapolated_s": grid_s,
+        "note": f"extrapolated: {OVERLAPS} overlaps x K in {args.Ks} x 15 runs x {PAPER_STEPS} steps "
+        f"from {args.steps} measured steps per slice on this device",
+    }
     print(f"paper grid (extrapolated from measured steps on this device): {grid_s / 3600:.2f} h")
     common.write(args.out, "slice", payload)
     return payload

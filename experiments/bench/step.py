@@ -40,13 +40,21 @@ def step_times(k: int, scan_steps: int, torch_steps: int, repeats: int) -> list[
         ref = torch_port.SlotAutoencoder(cfg.dataset.obs_dim, k, lam=lam, num_steps=torch_steps)
         x = np.asarray(data["x_train"])
         tt = common.median_time(lambda: ref.train(x, torch_steps), repeats, warmup=1)
-        row = {"K": k, "lam": lam, "jax_step_ms": 1e3 * tj["median_s"] / scan_steps,
-               "torch_step_ms": 1e3 * tt["median_s"] / torch_steps, "scan_steps": scan_steps,
-               "torch_steps": torch_steps, "repeats": repeats}
+        row = {
+            "K": k,
+            "lam": lam,
+            "jax_step_ms": 1e3 * tj["median_s"] / scan_steps,
+            "torch_step_ms": 1e3 * tt["median_s"] / torch_steps,
+            "scan_steps": scan_steps,
+            "torch_steps": torch_steps,
+            "repeats": repeats,
+        }
         row["speedup"] = row["torch_step_ms"] / row["jax_step_ms"]
         rows.append(row)
-        print(f"step K={k} λ={lam:g}: jax {row['jax_step_ms']:.3f} ms  torch {row['torch_step_ms']:.3f} ms  "
-              f"x{row['speedup']:.1f}")
+        print(
+            f"step K={k} λ={lam:g}: jax {row['jax_step_ms']:.3f} ms  torch {row['torch_step_ms']:.3f} ms  "
+            f"x{row['speedup']:.1f}"
+        )
     return rows
 
 
@@ -55,8 +63,9 @@ def whole_runs(k: int, steps: int, seeds: int, lam: float) -> dict:
     cfg = _config(k, steps)
     task = train.make_task(cfg, with_contrast=lam > 0)
     keys = rng.seed_keys(range(seeds))
-    res = runner.run_group(task, keys, train.hparams([lam] * seeds, [cfg.lr] * seeds),
-                           chunk_steps=steps, progress=False)
+    res = runner.run_group(
+        task, keys, train.hparams([lam] * seeds, [cfg.lr] * seeds), chunk_steps=steps, progress=False
+    )
     jax_sis = [metrics.sis_from_r2(r) for r in res.metrics["sis_r2"]]
     # one JAX run alone, end to end (compile reported apart)
     one = runner.run_group(task, keys[:1], train.hparams([lam], [cfg.lr]), chunk_steps=steps, progress=False)
@@ -69,19 +78,30 @@ def whole_runs(k: int, steps: int, seeds: int, lam: float) -> dict:
         z_hat = ref.encode(np.asarray(data["x_val"])).reshape(cfg.num_val, k, cfg.slot_dim)
         torch_sis.append(metrics.slot_identifiability_score(np.asarray(data["z_val"]), z_hat))
         print(f"  seed {s}: jax SIS {jax_sis[s]:.3f}  torch SIS {torch_sis[-1]:.3f}  torch {out['train_s']:.1f}s")
-    out = {"K": k, "lam": lam, "steps": steps, "seeds": seeds,
-           "jax_sis": jax_sis, "torch_sis": torch_sis,
-           "jax_sis_mean": float(np.mean(jax_sis)), "jax_sis_std": float(np.std(jax_sis)),
-           "torch_sis_mean": float(np.mean(torch_sis)), "torch_sis_std": float(np.std(torch_sis)),
-           "jax_one_run_train_s": one.train_s, "jax_one_run_compile_s": one.compile_s,
-           "jax_all_seeds_vmapped_train_s": res.train_s,
-           "torch_one_run_train_s": float(np.median(torch_times)),
-           "torch_all_seeds_sequential_s": float(np.sum(torch_times))}
+    out = {
+        "K": k,
+        "lam": lam,
+        "steps": steps,
+        "seeds": seeds,
+        "jax_sis": jax_sis,
+        "torch_sis": torch_sis,
+        "jax_sis_mean": float(np.mean(jax_sis)),
+        "jax_sis_std": float(np.std(jax_sis)),
+        "torch_sis_mean": float(np.mean(torch_sis)),
+        "torch_sis_std": float(np.std(torch_sis)),
+        "jax_one_run_train_s": one.train_s,
+        "jax_one_run_compile_s": one.compile_s,
+        "jax_all_seeds_vmapped_train_s": res.train_s,
+        "torch_one_run_train_s": float(np.median(torch_times)),
+        "torch_all_seeds_sequential_s": float(np.sum(torch_times)),
+    }
     spread = max(out["jax_sis_std"], out["torch_sis_std"])
     out["within_seed_spread"] = abs(out["jax_sis_mean"] - out["torch_sis_mean"]) <= 2 * spread
-    print(f"whole run ({steps} steps, λ={lam:g}): jax {one.train_s:.1f}s (+{one.compile_s:.1f}s compile)  "
-          f"torch {out['torch_one_run_train_s']:.1f}s; SIS jax {out['jax_sis_mean']:.3f}±{out['jax_sis_std']:.3f} "
-          f"torch {out['torch_sis_mean']:.3f}±{out['torch_sis_std']:.3f}")
+    print(
+        f"whole run ({steps} steps, λ={lam:g}): jax {one.train_s:.1f}s (+{one.compile_s:.1f}s compile)  "
+        f"torch {out['torch_one_run_train_s']:.1f}s; SIS jax {out['jax_sis_mean']:.3f}±{out['jax_sis_std']:.3f} "
+        f"torch {out['torch_sis_mean']:.3f}±{out['torch_sis_std']:.3f}"
+    )
     return out
 
 

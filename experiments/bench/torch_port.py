@@ -44,15 +44,25 @@ def compositional_contrast(jac, slot_dim: int):
     torch = _torch()
     b, n, d = jac.shape
     norms = torch.linalg.vector_norm(jac.reshape(b, n, d // slot_dim, slot_dim), dim=-1)  # [B, n, K]
-    pair = 0.5 * (norms.sum(-1) ** 2 - (norms ** 2).sum(-1))
+    pair = 0.5 * (norms.sum(-1) ** 2 - (norms**2).sum(-1))
     return pair.sum(-1).mean()
 
 
 class SlotAutoencoder:
     """One slot autoencoder trained step by step in eager PyTorch."""
 
-    def __init__(self, obs_dim: int, num_slots: int, slot_dim: int = 3, lam: float = 0.0, lr: float = 1e-3,
-                 num_steps: int = 1000, batch_size: int = 64, seed: int = 0, threads: int | None = None):
+    def __init__(
+        self,
+        obs_dim: int,
+        num_slots: int,
+        slot_dim: int = 3,
+        lam: float = 0.0,
+        lr: float = 1e-3,
+        num_steps: int = 1000,
+        batch_size: int = 64,
+        seed: int = 0,
+        threads: int | None = None,
+    ):
         torch = _torch()
         if threads:
             torch.set_num_threads(threads)

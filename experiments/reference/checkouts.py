@@ -26,8 +26,9 @@ def checkout(repo: Path, dest: Path, marker: str, paths: tuple[str, ...] = ()) -
     if (repo / marker).exists():
         return repo
     dest.mkdir(parents=True, exist_ok=True)
-    archive = subprocess.run(["git", "--git-dir", str(repo), "archive", "HEAD", *paths], check=True,
-                             capture_output=True)
+    archive = subprocess.run(
+        ["git", "--git-dir", str(repo), "archive", "HEAD", *paths], check=True, capture_output=True
+    )
     subprocess.run(["tar", "-x", "-C", str(dest)], input=archive.stdout, check=True)
     return dest
 
@@ -73,6 +74,7 @@ def import_ivae(tree: Path):
 
     base = torch.optim.lr_scheduler.ReduceLROnPlateau
     if not getattr(base, "_accepts_verbose", False):
+
         class ReduceLROnPlateau(base):
             _accepts_verbose = True
 
@@ -91,8 +93,16 @@ def import_ivae(tree: Path):
 SLOT_MARKER = "train_model.py"
 # imported by its synthetic-data path but never called there (logging, configs, image
 # data, the sprite evaluator's optimiser); none is installable or needed here
-SLOT_STUB_MODULES = ("wandb", "hydra", "hydra.utils", "omegaconf", "torchvision", "torchvision.transforms",
-                     "lion_pytorch", "eval.model_evaluation")
+SLOT_STUB_MODULES = (
+    "wandb",
+    "hydra",
+    "hydra.utils",
+    "omegaconf",
+    "torchvision",
+    "torchvision.transforms",
+    "lion_pytorch",
+    "eval.model_evaluation",
+)
 
 
 def stub_modules(names) -> None:
@@ -152,8 +162,11 @@ def slot_training(train_model, utils, x: np.ndarray, z: np.ndarray, work: Path, 
         return nan3
 
     work.mkdir(parents=True, exist_ok=True)
-    with patched(utils, gen_synth_data=lambda args: (x, z)), patched(train_model, eval_model=eval_model), \
-            contextlib.chdir(work):
+    with (
+        patched(utils, gen_synth_data=lambda args: (x, z)),
+        patched(train_model, eval_model=eval_model),
+        contextlib.chdir(work),
+    ):
         yield kept
 
 

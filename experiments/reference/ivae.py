@@ -42,12 +42,12 @@ def write_reference_dataset(data: ivae_data.IVAEData, root: Path, cfg: dict) -> 
     """Our arrays at the path and in the format the reference's ``SyntheticDataset`` loads."""
     name = "tcl_" + "_".join(str(cfg[k]) for k in ("nps", "ns", "dl", "dd", "nl", "s", "p", "act"))
     m = int(data.u.max()) + 1
-    np.savez_compressed(root / f"{name}.npz", s=data.s, x=data.x, u=np.eye(m, dtype=np.float32)[data.u],
-                        m=data.centers, L=data.scales)
+    np.savez_compressed(
+        root / f"{name}.npz", s=data.s, x=data.x, u=np.eye(m, dtype=np.float32)[data.u], m=data.centers, L=data.scales
+    )
 
 
-def run_reference(tree: Path, data: ivae_data.IVAEData, seed: int, act: str, epochs: int | None,
-                  work: Path) -> dict:
+def run_reference(tree: Path, data: ivae_data.IVAEData, seed: int, act: str, epochs: int | None, work: Path) -> dict:
     """Train the reference once on ``data``; ``{"mcc", "seconds", "loss_history"}``."""
     import argparse as ap
 
@@ -57,8 +57,16 @@ def run_reference(tree: Path, data: ivae_data.IVAEData, seed: int, act: str, epo
     runner = checkouts.import_ivae(tree)
     cfg = yaml.safe_load((tree / "configs" / "ivae.yaml").read_text())
     n_seg = int(data.u.max()) + 1
-    cfg.update(nps=len(data.u) // n_seg, ns=n_seg, dl=data.s.shape[1], dd=data.x.shape[1],
-               nl=len(data.weights), s=seed, act=act, p="gauss")
+    cfg.update(
+        nps=len(data.u) // n_seg,
+        ns=n_seg,
+        dl=data.s.shape[1],
+        dd=data.x.shape[1],
+        nl=len(data.weights),
+        s=seed,
+        act=act,
+        p="gauss",
+    )
     if epochs is not None:
         cfg["epochs"] = epochs
     cfg = ap.Namespace(**cfg, device=torch.device("cpu"))
@@ -83,21 +91,38 @@ def run_ours(datasets: list[ivae_data.IVAEData], seeds: list[int], method: str, 
     from mechind.core import metrics, rng
 
     t = time.perf_counter()
-    fits = cg_fit.fit_many(rng.seed_keys(seeds), np.stack([d.x for d in datasets]),
-                           np.stack([d.u for d in datasets]), method=method,
-                           latent_dim=datasets[0].s.shape[1], progress=False, **overrides)
+    fits = cg_fit.fit_many(
+        rng.seed_keys(seeds),
+        np.stack([d.x for d in datasets]),
+        np.stack([d.u for d in datasets]),
+        method=method,
+        latent_dim=datasets[0].s.shape[1],
+        progress=False,
+        **overrides,
+    )
     secs = (time.perf_counter() - t) / len(seeds)
-    return [{"mcc": metrics.mcc(d.s, f.encode(d.x, d.u)), "seconds": secs, "failed": f.failed}
-            for d, f in zip(datasets, fits)]
+    return [
+        {"mcc": metrics.mcc(d.s, f.encode(d.x, d.u)), "seconds": secs, "failed": f.failed}
+        for d, f in zip(datasets, fits)
+    ]
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repo", type=Path, required=True,
-                    help="the reference: a checkout of github.com/ilkhem/iVAE, or its bare git directory")
+    ap.add_argument(
+        "--repo",
+        type=Path,
+        required=True,
+        help="the reference: a checkout of github.com/ilkhem/iVAE, or its bare git directory",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4], help="dataset (and init) seeds")
-    ap.add_argument("--acts", nargs="+", default=["xtanh", "lrelu"], choices=["xtanh", "lrelu"],
-                    help="mixing nonlinearities (the reference's encoder/decoder use its config's xtanh)")
+    ap.add_argument(
+        "--acts",
+        nargs="+",
+        default=["xtanh", "lrelu"],
+        choices=["xtanh", "lrelu"],
+        help="mixing nonlinearities (the reference's encoder/decoder use its config's xtanh)",
+    )
     ap.add_argument("--segments", type=int, default=40, help="M segments (default 40)")
     ap.add_argument("--per-segment", type=int, default=1000, help="N points per segment (default 1000)")
     ap.add_argument("--latent-dim", type=int, default=5, help="n = d_x (default 5)")
@@ -110,11 +135,11 @@ def main(argv=None) -> int:
     rows = []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory() as tmp:
-        tree = None if args.skip_reference else checkouts.checkout(args.repo, Path(tmp) / "ivae",
-                                                                   checkouts.IVAE_MARKER)
+        tree = None if args.skip_reference else checkouts.checkout(args.repo, Path(tmp) / "ivae", checkouts.IVAE_MARKER)
         for act in args.acts:
-            datasets = [ivae_data.generate(s, args.segments, args.per_segment, args.latent_dim, act=act)
-                        for s in args.seeds]
+            datasets = [
+                ivae_data.generate(s, args.segments, args.per_segment, args.latent_dim, act=act) for s in args.seeds
+            ]
             floor = [ivae_data_mcc(d) for d in datasets]
             ours = {m: run_ours(datasets, args.seeds, m) for m in args.methods}
             for i, (seed, d) in enumerate(zip(args.seeds, datasets)):
@@ -130,18 +155,28 @@ def main(argv=None) -> int:
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 report.append_jsonl(args.out.with_suffix(".jsonl"), [row])  # survives an interruption
-    args.out.write_text(json.dumps({"segments": args.segments, "per_segment": args.per_segment,
-                                    "latent_dim": args.latent_dim, "rows": rows}, indent=1))
+    args.out.write_text(
+        json.dumps(
+            {"segments": args.segments, "per_segment": args.per_segment, "latent_dim": args.latent_dim, "rows": rows},
+            indent=1,
+        )
+    )
     cols = ["reference"] * (not args.skip_reference) + list(args.methods)
     print("\n| mixing | seed | observations | " + " | ".join(cols) + " |")
     print("|---" * (3 + len(cols)) + "|")
     for r in rows:
-        print(f"| {r['act']} | {r['seed']} | {r['mcc_observations']:.3f} | "
-              + " | ".join(f"{r[c + '_mcc']:.3f}" for c in cols) + " |")
+        print(
+            f"| {r['act']} | {r['seed']} | {r['mcc_observations']:.3f} | "
+            + " | ".join(f"{r[c + '_mcc']:.3f}" for c in cols)
+            + " |"
+        )
     for act in args.acts:
         sel = [r for r in rows if r["act"] == act]
-        print(f"| {act} | mean | {np.mean([r['mcc_observations'] for r in sel]):.3f} | "
-              + " | ".join(f"{np.nanmean([r[c + '_mcc'] for r in sel]):.3f}" for c in cols) + " |")
+        print(
+            f"| {act} | mean | {np.mean([r['mcc_observations'] for r in sel]):.3f} | "
+            + " | ".join(f"{np.nanmean([r[c + '_mcc'] for r in sel]):.3f}" for c in cols)
+            + " |"
+        )
     print("(mean over the runs that finished; a reference run whose output went NaN is shown as nan)")
     print(f"wrote {args.out}")
     return 0

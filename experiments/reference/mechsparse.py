@@ -46,8 +46,11 @@ from mechind.core import report, rng
 from mechsparse import metrics as ms_metrics
 from mechsparse import train
 
-REGIMES = {"none": dict(coeff=0.0, bound=None, learn=False), "penalty 1": dict(coeff=1.0, bound=None, learn=True),
-           "bound 1x true": dict(coeff=0.0, bound="true", learn=True)}
+REGIMES = {
+    "none": dict(coeff=0.0, bound=None, learn=False),
+    "penalty 1": dict(coeff=1.0, bound=None, learn=True),
+    "bound 1x true": dict(coeff=0.0, bound="true", learn=True),
+}
 
 
 def our_data(config: train.Config, seed: int) -> dict:
@@ -60,15 +63,39 @@ def build_reference(tree: Path, config: train.Config, learn_mask: bool):
     (under the caller's ``torch.manual_seed``)."""
     ref = checkouts.import_mechsparse(tree)
     s = config.data
-    latent = ref.FCGaussianLatentModel(s.latent_dim, s.parent_dim, 0, [], "MLP", n_lag=0,
-                                   n_layers=len(config.transition_hidden), hid_dim=config.transition_hidden[0],
-                                   freeze_m=True, freeze_g=True, freeze_gc=not learn_mask, freeze_dummies=True,
-                                   no_drawhard=not config.hard, output_delta=False, var_p_mode="independent",
-                                   gumbel_temperature=config.tau, one_gumbel_sample=True)
-    opt = types.SimpleNamespace(z_max_dim=s.latent_dim, n_lag=0, beta=config.beta, learn_decoder_var=True,
-                                full_seq=False, encoder="tabular", decoder="tabular", encoder_depth_multiplier=1,
-                                decoder_depth_multiplier=1, bn_enc_dec=False, freeze_dummies=True,
-                                init_decoder_var=None)
+    latent = ref.FCGaussianLatentModel(
+        s.latent_dim,
+        s.parent_dim,
+        0,
+        [],
+        "MLP",
+        n_lag=0,
+        n_layers=len(config.transition_hidden),
+        hid_dim=config.transition_hidden[0],
+        freeze_m=True,
+        freeze_g=True,
+        freeze_gc=not learn_mask,
+        freeze_dummies=True,
+        no_drawhard=not config.hard,
+        output_delta=False,
+        var_p_mode="independent",
+        gumbel_temperature=config.tau,
+        one_gumbel_sample=True,
+    )
+    opt = types.SimpleNamespace(
+        z_max_dim=s.latent_dim,
+        n_lag=0,
+        beta=config.beta,
+        learn_decoder_var=True,
+        full_seq=False,
+        encoder="tabular",
+        decoder="tabular",
+        encoder_depth_multiplier=1,
+        decoder_depth_multiplier=1,
+        bn_enc_dec=False,
+        freeze_dummies=True,
+        init_decoder_var=None,
+    )
     model = ref.ILCM_VAE(latent, (s.obs_dim,), s.parent_dim, 0, [], opt)
     width, depth = config.hidden[0], len(config.hidden)
     model.encoder = ref.MLP(s.obs_dim, 2 * s.latent_dim, width, depth, batch_norm=False)
@@ -84,8 +111,10 @@ def their_initial_params(model, latent, ours: dict) -> dict:
 
     t = lambda x: jnp.asarray(x.detach().numpy())  # noqa: E731
     layers = lambda m: [getattr(m, f"linear{i}") for i in range(m.nlayers)] + [m.linear_out]  # noqa: E731
-    dense = lambda m: {f"Dense_{i}": {"kernel": t(lin.weight).T, "bias": t(lin.bias)}  # noqa: E731
-                       for i, lin in enumerate(layers(m))}
+    dense = lambda m: {
+        f"Dense_{i}": {"kernel": t(lin.weight).T, "bias": t(lin.bias)}  # noqa: E731
+        for i, lin in enumerate(layers(m))
+    }
     enc = dense(model.encoder)
     last = f"Dense_{model.encoder.nlayers}"
     w, b = enc[last]["kernel"], enc[last]["bias"]
@@ -117,8 +146,9 @@ def run_ours_from_their_init(tree: Path, config: train.Config, seed: int, regime
     key = rng.key(seed)
     data = jax.jit(task.make_data)(key, None)  # the task draws its own
     bound = float(np.asarray(data["graph"]).sum()) if reg["bound"] == "true" else float(config.full_edges)
-    hp = train.HParams(jnp.float32(reg["coeff"]), jnp.float32(bound), jnp.float32(float(reg["learn"])),
-                       jnp.float32(config.lr))
+    hp = train.HParams(
+        jnp.float32(reg["coeff"]), jnp.float32(bound), jnp.float32(float(reg["learn"])), jnp.float32(config.lr)
+    )
     ours = task.init(key, data, hp)
     torch.manual_seed(seed)
     params = their_initial_params(*build_reference(tree, config, reg["learn"]), ours.params)
@@ -140,8 +170,9 @@ def run_reference(tree: Path, config: train.Config, data: dict, seed: int, regim
     model, latent = build_reference(tree, config, learn_mask=reg["learn"])
     mask_params = [p for n, p in model.named_parameters() if "log_alpha" in n]
     others = [p for n, p in model.named_parameters() if "log_alpha" not in n and p.requires_grad]
-    optim = torch.optim.Adam([{"params": others, "lr": config.lr},
-                              {"params": mask_params, "lr": config.lr * config.mask_lr_mult}])
+    optim = torch.optim.Adam(
+        [{"params": others, "lr": config.lr}, {"params": mask_params, "lr": config.lr * config.mask_lr_mult}]
+    )
     x = torch.tensor(np.asarray(data["x_train"]), dtype=torch.float32)
     a = torch.tensor(np.asarray(data["a_train"]), dtype=torch.float32)
     graph = np.asarray(data["graph"]) > 0.5
@@ -177,9 +208,14 @@ def run_reference(tree: Path, config: train.Config, data: dict, seed: int, regim
     z_val = np.asarray(data["z_val"]).reshape(-1, s.latent_dim)
     corr = np.asarray(core_metrics.correlation_matrix(z_val, z_hat))
     perm = core_metrics.matched_permutation(corr)
-    return {"failed": False, "mcc": core_metrics.mcc_from_corr(corr),
-            "shd": ms_metrics.shd(graph, probs > 0.5, perm, "action"), "edges": int((probs > 0.5).sum()),
-            "train_s": train_s, "ms_per_step": 1e3 * train_s / steps}
+    return {
+        "failed": False,
+        "mcc": core_metrics.mcc_from_corr(corr),
+        "shd": ms_metrics.shd(graph, probs > 0.5, perm, "action"),
+        "edges": int((probs > 0.5).sum()),
+        "train_s": train_s,
+        "ms_per_step": 1e3 * train_s / steps,
+    }
 
 
 def run_ours(config: train.Config, seeds: list[int]) -> list[dict]:
@@ -197,14 +233,23 @@ def run_ours(config: train.Config, seeds: list[int]) -> list[dict]:
             learn.append(1.0 if reg["learn"] else 0.0)
     hp = train.hparams(config, coeffs, bounds, learn)
     t0 = time.perf_counter()
-    res = runner.run_group(train.make_task(config), jax.numpy.stack(keys), hp, chunk_steps=config.num_steps,
-                           progress=False)
+    res = runner.run_group(
+        train.make_task(config), jax.numpy.stack(keys), hp, chunk_steps=config.num_steps, progress=False
+    )
     train_s = time.perf_counter() - t0
     out = []
     for r, row in enumerate(rows):
         fin = train.finish(jax.tree.map(lambda v: np.asarray(v)[r], res.metrics), "action")
-        out.append({**row, "mcc": fin["mcc"], "shd": fin["shd"], "edges": fin["edges_learned"],
-                    "failed": bool(res.failed[r]), "train_s_all_runs": train_s})
+        out.append(
+            {
+                **row,
+                "mcc": fin["mcc"],
+                "shd": fin["shd"],
+                "edges": fin["edges_learned"],
+                "failed": bool(res.failed[r]),
+                "train_s_all_runs": train_s,
+            }
+        )
     return out
 
 
@@ -212,20 +257,28 @@ def main(argv=None) -> dict:
     from experiments import mechanism_sparsity
 
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repo", type=Path, required=True,
-                    help="their repository: a checkout or the bare git directory the fetch tool brings")
+    ap.add_argument(
+        "--repo",
+        type=Path,
+        required=True,
+        help="their repository: a checkout or the bare git directory the fetch tool brings",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data (and init) seeds")
     ap.add_argument("--steps", type=int, default=None, help="training steps (default: the quick preset's)")
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
-    ap.add_argument("--their-init", action="store_true",
-                    help="also train ours from their initial weights (is a gap the init or the training?)")
+    ap.add_argument(
+        "--their-init",
+        action="store_true",
+        help="also train ours from their initial weights (is a gap the init or the training?)",
+    )
     ap.add_argument("--out", type=Path, default=Path("results/bench/mechsparse_reference.json"))
     args = ap.parse_args(argv)
     config = mechanism_sparsity.PRESETS["quick"].train_config("action")
     if args.steps:
         config = config.replace(num_steps=args.steps)
-    tree = checkouts.checkout(args.repo, Path(tempfile.mkdtemp()) / "ref", checkouts.MECHSPARSE_MARKER,
-                              checkouts.MECHSPARSE_PATHS)
+    tree = checkouts.checkout(
+        args.repo, Path(tempfile.mkdtemp()) / "ref", checkouts.MECHSPARSE_MARKER, checkouts.MECHSPARSE_PATHS
+    )
     ours = run_ours(config, args.seeds)
     theirs = []
     for seed in args.seeds:
@@ -234,24 +287,42 @@ def main(argv=None) -> dict:
             r = run_reference(tree, config, data, seed, regime, config.num_steps)
             theirs.append({"seed": seed, "regime": regime, **r})
             mine = next(o["mcc"] for o in ours if o["seed"] == seed and o["regime"] == regime)
-            print(f"seed {seed} {regime}: reference MCC {r['mcc']:.3f} SHD {r['shd']} "
-                  f"({r['train_s']:.0f}s); ours {mine:.3f}", flush=True)
-    transplanted = [run_ours_from_their_init(tree, config, seed, regime)
-                    for seed in args.seeds for regime in args.regimes] if args.their_init else []
-    summary = {"config": {"steps": config.num_steps, "hidden": config.hidden,
-                          "transition_hidden": config.transition_hidden, "batch": config.batch_size,
-                          "lr": config.lr, "mask_lr_mult": config.mask_lr_mult, "num_train": config.num_train},
-               "device": report.device_info(), "ours": ours, "reference": theirs,
-               "ours_from_their_init": transplanted}
+            print(
+                f"seed {seed} {regime}: reference MCC {r['mcc']:.3f} SHD {r['shd']} "
+                f"({r['train_s']:.0f}s); ours {mine:.3f}",
+                flush=True,
+            )
+    transplanted = (
+        [run_ours_from_their_init(tree, config, seed, regime) for seed in args.seeds for regime in args.regimes]
+        if args.their_init
+        else []
+    )
+    summary = {
+        "config": {
+            "steps": config.num_steps,
+            "hidden": config.hidden,
+            "transition_hidden": config.transition_hidden,
+            "batch": config.batch_size,
+            "lr": config.lr,
+            "mask_lr_mult": config.mask_lr_mult,
+            "num_train": config.num_train,
+        },
+        "device": report.device_info(),
+        "ours": ours,
+        "reference": theirs,
+        "ours_from_their_init": transplanted,
+    }
     args.out.parent.mkdir(parents=True, exist_ok=True)
     report.write_atomic(args.out, json.dumps(summary, indent=1, default=str))
     for regime in args.regimes:
         o = [r["mcc"] for r in ours if r["regime"] == regime]
         t = [r["mcc"] for r in theirs if r["regime"] == regime]
         x = [r["mcc"] for r in transplanted if r["regime"] == regime]
-        print(f"{regime}: ours {np.mean(o):.3f} ({' '.join(f'{v:.3f}' for v in o)}), "
-              f"reference {np.nanmean(t):.3f} ({' '.join(f'{v:.3f}' for v in t)})"
-              + (f", ours from their init {np.mean(x):.3f} ({' '.join(f'{v:.3f}' for v in x)})" if x else ""))
+        print(
+            f"{regime}: ours {np.mean(o):.3f} ({' '.join(f'{v:.3f}' for v in o)}), "
+            f"reference {np.nanmean(t):.3f} ({' '.join(f'{v:.3f}' for v in t)})"
+            + (f", ours from their init {np.mean(x):.3f} ({' '.join(f'{v:.3f}' for v in x)})" if x else "")
+        )
     return summary
 
 

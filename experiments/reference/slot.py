@@ -57,13 +57,33 @@ from experiments.reference import checkouts
 from mechind.core import report
 
 
-def reference_args(lam: float, steps: int, lr: float, num_slots: int = 2, slot_dim: int = 3,
-                   slot_x_dim: int = 20, nobs: int = 80_000, batch_size: int = 64) -> argparse.Namespace:
+def reference_args(
+    lam: float,
+    steps: int,
+    lr: float,
+    num_slots: int = 2,
+    slot_dim: int = 3,
+    slot_x_dim: int = 20,
+    nobs: int = 80_000,
+    batch_size: int = 64,
+) -> argparse.Namespace:
     """The reference's command line (its defaults, except those given)."""
-    return argparse.Namespace(data="synth", encoder="MLP", decoder="MLP", num_slots=num_slots,
-                              inf_slot_dim=slot_dim, gt_slot_dim=slot_dim, lam=lam, batch_size=batch_size,
-                              lr=lr, num_iters=steps, eval_iter=steps, nobs=nobs, slot_x_dim=slot_x_dim,
-                              dependent=0)
+    return argparse.Namespace(
+        data="synth",
+        encoder="MLP",
+        decoder="MLP",
+        num_slots=num_slots,
+        inf_slot_dim=slot_dim,
+        gt_slot_dim=slot_dim,
+        lam=lam,
+        batch_size=batch_size,
+        lr=lr,
+        num_iters=steps,
+        eval_iter=steps,
+        nobs=nobs,
+        slot_x_dim=slot_x_dim,
+        dependent=0,
+    )
 
 
 def brady_data(tree: Path, seed: int, num_slots: int = 2, nobs: int = 80_000) -> tuple[np.ndarray, np.ndarray]:
@@ -96,8 +116,10 @@ def torch_mlp_params(mlp) -> dict:
     """The reference's ``MLP`` (``fc``: ``nn.Linear`` layers, leaky ReLU 0.2 between them,
     linear output) as the parameters of our :class:`mechind.models.MLP` of the same widths:
     ``{"Dense_i": {"kernel" [d_in, d_out], "bias" [d_out]}}`` (torch keeps ``weight [d_out, d_in]``)."""
-    return {f"Dense_{i}": {"kernel": np.asarray(fc.weight.detach().numpy()).T,
-                           "bias": np.asarray(fc.bias.detach().numpy())} for i, fc in enumerate(mlp.fc)}
+    return {
+        f"Dense_{i}": {"kernel": np.asarray(fc.weight.detach().numpy()).T, "bias": np.asarray(fc.bias.detach().numpy())}
+        for i, fc in enumerate(mlp.fc)
+    }
 
 
 def diagnostics(config, params: dict, data: dict, lam: float) -> dict:
@@ -115,8 +137,17 @@ def diagnostics(config, params: dict, data: dict, lam: float) -> dict:
     return train.finish(jax.device_get(train.evaluate(config, train.make_nets(config), state, data, hp)))
 
 
-def run_reference(tree: Path, x: np.ndarray, z: np.ndarray, seed: int, lam: float, steps: int, lr: float,
-                  work: Path, own_eval: bool = True) -> dict:
+def run_reference(
+    tree: Path,
+    x: np.ndarray,
+    z: np.ndarray,
+    seed: int,
+    lam: float,
+    steps: int,
+    lr: float,
+    work: Path,
+    own_eval: bool = True,
+) -> dict:
     """Train the reference once on ``x [N, d_x], z [N, K, s]`` (90/10 split as it does);
     diagnostics on its validation part, plus its own final evaluation (recon, C_comp, SIS)
     for a cross-check."""
@@ -134,8 +165,7 @@ def run_reference(tree: Path, x: np.ndarray, z: np.ndarray, seed: int, lam: floa
     model = kept["model"].eval()
     n_train = int(0.9 * len(x))
     # our MLPs of its layout, on its raw latents (no standardization), as it trains them
-    cfg = train.SlotConfig(num_slots=z.shape[1], num_train=n_train, num_val=len(x) - n_train, lr=lr,
-                           latent_norm="none")
+    cfg = train.SlotConfig(num_slots=z.shape[1], num_train=n_train, num_val=len(x) - n_train, lr=lr, latent_norm="none")
     params = {"enc": torch_mlp_params(model.encoder), "dec": torch_mlp_params(model.decoder)}
     out = diagnostics(cfg, params, {"x_train": x[:n_train], "x_val": x[n_train:], "z_val": z[n_train:]}, lam)
     out["seconds"] = secs
@@ -144,8 +174,16 @@ def run_reference(tree: Path, x: np.ndarray, z: np.ndarray, seed: int, lam: floa
     return out
 
 
-def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float], steps: int, lr: float,
-             restarts: int = 1, **overrides) -> list[dict]:
+def run_ours(
+    xs: np.ndarray,
+    zs: np.ndarray,
+    seeds: list[int],
+    lams: list[float],
+    steps: int,
+    lr: float,
+    restarts: int = 1,
+    **overrides,
+) -> list[dict]:
     """``mechind`` training on the given arrays ``xs [S, N, d_x]``, ``zs [S, N, K, s]``, every
     (lambda, seed, restart) in one vmapped group, scored by its own evaluation;
     ``overrides`` are :class:`mechind.train.SlotConfig` fields."""
@@ -156,22 +194,42 @@ def run_ours(xs: np.ndarray, zs: np.ndarray, seeds: list[int], lams: list[float]
     from mechind.core import rng, runner
 
     n_train = int(0.9 * xs.shape[1])
-    cfg = train.SlotConfig(num_slots=zs.shape[2], num_train=n_train, num_val=xs.shape[1] - n_train,
-                           num_steps=steps, lr=lr, lam=max(lams), **overrides)
+    cfg = train.SlotConfig(
+        num_slots=zs.shape[2],
+        num_train=n_train,
+        num_val=xs.shape[1] - n_train,
+        num_steps=steps,
+        lr=lr,
+        lam=max(lams),
+        **overrides,
+    )
     task = train.make_task(cfg, with_contrast=any(lam > 0 for lam in lams))
     runs = [(lam, s, r) for lam in lams for s in seeds for r in range(restarts)]
     idx = [seeds.index(s) for _, s, _ in runs]
     given = {"x": jnp.asarray(xs[idx]), "z": jnp.asarray(zs[idx])}  # trained on these, not its own draw
     keys = rng.seed_keys([s for _, s, _ in runs])
     t = time.perf_counter()
-    res = runner.run_group(task, keys, train.hparams([lam for lam, _, _ in runs], [lr] * len(runs),
-                                                     [r for _, _, r in runs]),
-                           chunk_steps=min(2000, steps), given=given, progress=False)
+    res = runner.run_group(
+        task,
+        keys,
+        train.hparams([lam for lam, _, _ in runs], [lr] * len(runs), [r for _, _, r in runs]),
+        chunk_steps=min(2000, steps),
+        given=given,
+        progress=False,
+    )
     secs = (time.perf_counter() - t) / len(runs)
     metrics = jax.device_get(res.metrics)
-    return [{"lam": lam, "seed": s, "restart": rs, "seconds": secs, "failed": bool(res.failed[i]),
-             **train.finish(jax.tree.map(lambda a, i=i: a[i], metrics))}
-            for i, (lam, s, rs) in enumerate(runs)]
+    return [
+        {
+            "lam": lam,
+            "seed": s,
+            "restart": rs,
+            "seconds": secs,
+            "failed": bool(res.failed[i]),
+            **train.finish(jax.tree.map(lambda a, i=i: a[i], metrics)),
+        }
+        for i, (lam, s, rs) in enumerate(runs)
+    ]
 
 
 COLUMNS = ("sis", "contrast_share", "c_comp", "latent_scale", "recon_r2")
@@ -199,37 +257,77 @@ def summary_table(rows: list[dict]) -> str:
 def figure(rows: list[dict], path: Path) -> None:
     """SIS against the standardized contrast share, a panel per data set, colour = λ,
     marker = implementation: where each implementation's runs land."""
-    report.scatter_panels(rows, path, x="contrast_share", y="sis", panel="data", colour="lam", marker="impl",
-                          xlabel="contrast share, standardized units", ylabel="SIS",
-                          panel_fmt="data: {}", colour_fmt="λ = {:g}")
+    report.scatter_panels(
+        rows,
+        path,
+        x="contrast_share",
+        y="sis",
+        panel="data",
+        colour="lam",
+        marker="impl",
+        xlabel="contrast share, standardized units",
+        ylabel="SIS",
+        panel_fmt="data: {}",
+        colour_fmt="λ = {:g}",
+    )
 
 
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--repo", type=Path, default=None,
-                    help="the reference: a checkout of brendel-group/objects-identifiability, or its bare "
-                         "git directory (required unless --skip-reference and --data mechind)")
-    ap.add_argument("--data", nargs="+", default=["mechind", "brady"], choices=["mechind", "brady"],
-                    help="whose generator draws the arrays both implementations train on")
+    ap.add_argument(
+        "--repo",
+        type=Path,
+        default=None,
+        help="the reference: a checkout of brendel-group/objects-identifiability, or its bare "
+        "git directory (required unless --skip-reference and --data mechind)",
+    )
+    ap.add_argument(
+        "--data",
+        nargs="+",
+        default=["mechind", "brady"],
+        choices=["mechind", "brady"],
+        help="whose generator draws the arrays both implementations train on",
+    )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data and init seeds")
     ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.01, 1.0], help="contrast weights λ")
     ap.add_argument("--steps", type=int, default=20_000, help="training steps of both (lr / 10 at half)")
     ap.add_argument("--lr-reference", type=float, default=4e-4, help="the reference's lr (its default 4e-4)")
     ap.add_argument("--lr-ours", type=float, default=None, help="our lr (default: SlotConfig's)")
-    ap.add_argument("--set", nargs="*", default=[], metavar="FIELD=VALUE",
-                    help="SlotConfig fields for ours, e.g. --set latent_norm=batch lam_warmup=0.25 "
-                         "(values parsed as JSON, else kept as text)")
-    ap.add_argument("--restarts", type=int, default=1,
-                    help="our initialisations per (seed, λ) on the same data; tables keep the one with "
-                         "the lowest training objective (the .jsonl keeps all)")
+    ap.add_argument(
+        "--set",
+        nargs="*",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="SlotConfig fields for ours, e.g. --set latent_norm=batch lam_warmup=0.25 "
+        "(values parsed as JSON, else kept as text)",
+    )
+    ap.add_argument(
+        "--restarts",
+        type=int,
+        default=1,
+        help="our initialisations per (seed, λ) on the same data; tables keep the one with "
+        "the lowest training objective (the .jsonl keeps all)",
+    )
     ap.add_argument("--skip-reference", action="store_true", help="run ours only")
     ap.add_argument("--skip-ours", action="store_true", help="run the reference only")
-    ap.add_argument("--no-reference-eval", action="store_true",
-                    help="skip the reference's own final evaluation (27 s of SIS a run on a CPU)")
-    ap.add_argument("--out", type=Path, default=Path("results/bench/slot_reference.json"),
-                    help="results: .json, one line a run in .jsonl (kept on interruption), table .md, figure .png")
-    ap.add_argument("--from-jsonl", type=Path, nargs="+", default=None,
-                    help="train nothing: rebuild the table and figure from these .jsonl files")
+    ap.add_argument(
+        "--no-reference-eval",
+        action="store_true",
+        help="skip the reference's own final evaluation (27 s of SIS a run on a CPU)",
+    )
+    ap.add_argument(
+        "--out",
+        type=Path,
+        default=Path("results/bench/slot_reference.json"),
+        help="results: .json, one line a run in .jsonl (kept on interruption), table .md, figure .png",
+    )
+    ap.add_argument(
+        "--from-jsonl",
+        type=Path,
+        nargs="+",
+        default=None,
+        help="train nothing: rebuild the table and figure from these .jsonl files",
+    )
     args = ap.parse_args(argv)
     if args.from_jsonl:
         rows = [r for f in args.from_jsonl for r in report.read_jsonl(f)]
@@ -256,8 +354,11 @@ def main(argv=None) -> int:
         train.SlotConfig(**overrides)
     except (TypeError, ValueError) as e:
         ap.error(str(e))
-    impl = "mechind" + "".join(f" {k}={v}" for k, v in overrides.items()) \
+    impl = (
+        "mechind"
+        + "".join(f" {k}={v}" for k, v in overrides.items())
         + (f" best of {args.restarts}" if args.restarts > 1 else "")
+    )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -274,10 +375,28 @@ def main(argv=None) -> int:
             if not args.skip_reference:
                 for lam in args.lams:
                     for i, s in enumerate(args.seeds):
-                        r = run_reference(tree, xs[i], zs[i], s, lam, args.steps, args.lr_reference,
-                                          Path(tmp) / "work", own_eval=not args.no_reference_eval)
-                        new.append({"data": dname, "impl": "reference", "lr": args.lr_reference,
-                                    "steps": args.steps, "lam": lam, "seed": s, **r})
+                        r = run_reference(
+                            tree,
+                            xs[i],
+                            zs[i],
+                            s,
+                            lam,
+                            args.steps,
+                            args.lr_reference,
+                            Path(tmp) / "work",
+                            own_eval=not args.no_reference_eval,
+                        )
+                        new.append(
+                            {
+                                "data": dname,
+                                "impl": "reference",
+                                "lr": args.lr_reference,
+                                "steps": args.steps,
+                                "lam": lam,
+                                "seed": s,
+                                **r,
+                            }
+                        )
                         print(json.dumps(new[-1]), flush=True)
                         report.append_jsonl(args.out.with_suffix(".jsonl"), [new[-1]])
             rows += new

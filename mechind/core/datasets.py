@@ -122,8 +122,9 @@ def make(name: str, **settings) -> Dataset:
     known = {f.name for f in dataclasses.fields(cls)}
     unknown = sorted(set(settings) - known)
     if unknown:
-        raise ValueError(f"dataset {name!r} has no setting {', '.join(unknown)}; "
-                         f"its settings: {', '.join(sorted(known))}")
+        raise ValueError(
+            f"dataset {name!r} has no setting {', '.join(unknown)}; its settings: {', '.join(sorted(known))}"
+        )
     return cls(**settings)
 
 
@@ -176,8 +177,11 @@ class Arrays(Dataset):
         n = len(np.asarray(self.x))
         if not 1 <= num_samples <= n:
             raise ValueError(f"asked for {num_samples} samples of {n} given")
-        rows = np.arange(n) if num_samples == n else \
-            np.sort(np.random.default_rng(numpy_seed(key)).choice(n, num_samples, replace=False))
+        rows = (
+            np.arange(n)
+            if num_samples == n
+            else np.sort(np.random.default_rng(numpy_seed(key)).choice(n, num_samples, replace=False))
+        )
         out = {}
         for f in FIELDS:
             v = getattr(self, f)
@@ -186,5 +190,9 @@ class Arrays(Dataset):
         return out
 
     def describe(self) -> dict:
-        return {"dataset": self.name, "dataset_version": self.version,
-                "num_samples": len(np.asarray(self.x)), "obs_dim": int(np.asarray(self.x).shape[-1])}
+        return {
+            "dataset": self.name,
+            "dataset_version": self.version,
+            "num_samples": len(np.asarray(self.x)),
+            "obs_dim": int(np.asarray(self.x).shape[-1]),
+        }

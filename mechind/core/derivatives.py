@@ -95,9 +95,7 @@ def check_slot_sizes(slot_sizes: Sequence[int], d_in: int | None = None) -> tupl
     if any(s < 1 for s in sizes):
         raise ValueError(f"slot_sizes must be positive, got {sizes}")
     if d_in is not None and sum(sizes) != d_in:
-        raise ValueError(
-            f"slot_sizes {sizes} sum to {sum(sizes)}, but the input dimension is {d_in}"
-        )
+        raise ValueError(f"slot_sizes {sizes} sum to {sum(sizes)}, but the input dimension is {d_in}")
     return sizes
 
 
@@ -150,9 +148,7 @@ def cross_derivatives(fn: Fn, x: Array, slot_sizes: Sequence[int], order: int = 
     return d * jnp.asarray(cross_slot_mask(slot_sizes, order), d.dtype)
 
 
-def finite_difference_jacobian(
-    fn: Fn, x: Array, eps: float = 1e-3, scheme: str = "forward"
-) -> Array:
+def finite_difference_jacobian(fn: Fn, x: Array, eps: float = 1e-3, scheme: str = "forward") -> Array:
     """Jacobians by finite differences, ``[B, d_in] -> [B, d_out, d_in]``.
 
     ``scheme="forward"``: (f(x + h e_j) - f(x)) / h, error O(h), d_in + 1 evaluations.

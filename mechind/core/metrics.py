@@ -35,8 +35,9 @@ def _r2(y: Array, pred: Array) -> Array:
 
 
 @functools.partial(jax.jit, static_argnames=("fit_frac", "alpha", "gamma"))
-def sis_r2_matrix(z: Array, z_hat: Array, fit_frac: float = 0.8, alpha: float = 1.0,
-                  gamma: float | None = None) -> Array:
+def sis_r2_matrix(
+    z: Array, z_hat: Array, fit_frac: float = 0.8, alpha: float = 1.0, gamma: float | None = None
+) -> Array:
     """R² of kernel ridge regression from each inferred slot to each true slot.
 
     Args:
@@ -85,8 +86,9 @@ def sis_from_r2(r2: np.ndarray) -> float:
     return float(np.mean(scores))
 
 
-def slot_identifiability_score(z, z_hat, fit_frac: float = 0.8, alpha: float = 1.0,
-                               gamma: float | None = None) -> float:
+def slot_identifiability_score(
+    z, z_hat, fit_frac: float = 0.8, alpha: float = 1.0, gamma: float | None = None
+) -> float:
     """SIS (Brady et al. 2023) of inferred slots ``z_hat [N, K, d']`` against ``z [N, K, d]``."""
     z, z_hat = jnp.asarray(z), jnp.asarray(z_hat)
     if z.ndim != 3 or z_hat.ndim != 3 or z.shape[0] != z_hat.shape[0]:

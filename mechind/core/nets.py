@@ -65,8 +65,9 @@ def _torch_uniform(fan_in: int):
     return lambda key, shape, dtype=jnp.float32: jax.random.uniform(key, shape, dtype, -bound, bound)
 
 
-def parallel_mlp(module: nn.Module, h: Array, num: int, hidden: Sequence[int], out_dim: int,
-                 init: str = "lecun") -> Array:
+def parallel_mlp(
+    module: nn.Module, h: Array, num: int, hidden: Sequence[int], out_dim: int, init: str = "lecun"
+) -> Array:
     """``num`` independent MLPs with batched weights, ``[..., num, d_in] -> [..., num, out_dim]``
     (leaky ReLU between layers, linear output), without a Python loop over them.
 
@@ -79,8 +80,9 @@ def parallel_mlp(module: nn.Module, h: Array, num: int, hidden: Sequence[int], o
     sizes = (h.shape[-1], *hidden, out_dim)
     for i, (a, b) in enumerate(zip(sizes[:-1], sizes[1:])):
         lecun = init == "lecun"
-        w = module.param(f"w{i}", nn.initializers.lecun_normal(batch_axis=(0,)) if lecun else _torch_uniform(a),
-                         (num, a, b))
+        w = module.param(
+            f"w{i}", nn.initializers.lecun_normal(batch_axis=(0,)) if lecun else _torch_uniform(a), (num, a, b)
+        )
         bias = module.param(f"b{i}", nn.initializers.zeros if lecun else _torch_uniform(a), (num, b))
         h = jnp.einsum("...ka,kab->...kb", h, w) + bias
         if i < len(sizes) - 2:

@@ -139,8 +139,10 @@ def read_jsonl(path: str | os.PathLike) -> list[dict]:
                 warnings.warn(f"{path}: last line cut short (an interrupted write); its runs will be redone")
                 break
             # from None: the JSON parser's own traceback adds nothing to the line number
-            raise CorruptFile(f"{path}, line {i + 1}: not a JSON record ({e.msg}); repair or delete that line, "
-                              "or start again with --fresh") from None
+            raise CorruptFile(
+                f"{path}, line {i + 1}: not a JSON record ({e.msg}); repair or delete that line, "
+                "or start again with --fresh"
+            ) from None
     return records
 
 
@@ -175,15 +177,15 @@ def check_output_folder(path: str | os.PathLike, what: str = "--out") -> Path:
             probe_writable(folder)
         except OSError as e:
             name = f"{what} {folder}" if folder == path else f"{folder} (under {what})"
-            raise UserError(f"{name} is not writable ({e.strerror}); make it writable or pick "
-                            f"another {what}") from None
+            raise UserError(f"{name} is not writable ({e.strerror}); make it writable or pick another {what}") from None
     results = path / "results.jsonl"
     if results.exists():
         try:
             open(results, "a").close()  # append mode opens without changing a byte
         except OSError as e:
-            raise UserError(f"{results} is not writable ({e.strerror}); make it writable or pick "
-                            f"another {what}") from None
+            raise UserError(
+                f"{results} is not writable ({e.strerror}); make it writable or pick another {what}"
+            ) from None
     return path
 
 
@@ -206,8 +208,9 @@ def locked_folder(path: str | os.PathLike, what: str = "--out"):
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
             pid = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            raise UserError(f"{path} is in use by another run (pid {pid}); wait for it or pick another {what}") \
-                from None
+            raise UserError(
+                f"{path} is in use by another run (pid {pid}); wait for it or pick another {what}"
+            ) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         yield path
@@ -227,8 +230,7 @@ def unique_records(records: list[dict], key: str = "run_id") -> list[dict]:
 def markdown_table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
     """A GitHub-flavoured markdown table."""
     fmt = lambda v: f"{v:.3f}" if isinstance(v, float) else str(v)  # noqa: E731
-    lines = ["| " + " | ".join(map(str, header)) + " |",
-             "|" + "|".join("---" for _ in header) + "|"]
+    lines = ["| " + " | ".join(map(str, header)) + " |", "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(fmt(v) for v in r) + " |" for r in rows]
     return "\n".join(lines) + "\n"
 
@@ -259,18 +261,37 @@ def device_info() -> dict:
     import jax
 
     devs = jax.devices()
-    return {"backend": jax.default_backend(), "device_kind": devs[0].device_kind,
-            "device_count": len(devs), "host": platform.node(), "jax": jax.__version__}
+    return {
+        "backend": jax.default_backend(),
+        "device_kind": devs[0].device_kind,
+        "device_count": len(devs),
+        "host": platform.node(),
+        "jax": jax.__version__,
+    }
 
 
-def scatter_panels(records: Sequence[dict], path: str | os.PathLike, *, x: str, y: str, panel: str,
-                   colour: str, marker: str, xlabel: str, ylabel: str, title: str = "",
-                   panel_fmt: str = "{}", colour_fmt: str = "{}", marker_fmt: str = "{}",
-                   vline: Callable[[Any], float] | None = None) -> None:
+def scatter_panels(
+    records: Sequence[dict],
+    path: str | os.PathLike,
+    *,
+    x: str,
+    y: str,
+    panel: str,
+    colour: str,
+    marker: str,
+    xlabel: str,
+    ylabel: str,
+    title: str = "",
+    panel_fmt: str = "{}",
+    colour_fmt: str = "{}",
+    marker_fmt: str = "{}",
+    vline: Callable[[Any], float] | None = None,
+) -> None:
     """A scatter figure: a panel per value of ``panel``, a point per record at
     ``(r[x], r[y])``, coloured by ``r[colour]`` and shaped by ``r[marker]``;
     ``vline(panel_value)`` draws a dotted reference line. Writes ``path`` (PNG)."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -282,8 +303,16 @@ def scatter_panels(records: Sequence[dict], path: str | os.PathLike, *, x: str, 
         for ci, cv in enumerate(colours):
             for mv in marks:
                 sel = [r for r in records if r[panel] == pv and r[colour] == cv and r[marker] == mv]
-                ax.scatter([r[x] for r in sel], [r[y] for r in sel], color=f"C{ci}", marker=shapes[mv],
-                           s=32, alpha=0.85, edgecolor="k", linewidth=0.3)
+                ax.scatter(
+                    [r[x] for r in sel],
+                    [r[y] for r in sel],
+                    color=f"C{ci}",
+                    marker=shapes[mv],
+                    s=32,
+                    alpha=0.85,
+                    edgecolor="k",
+                    linewidth=0.3,
+                )
         if vline is not None:
             ax.axvline(vline(pv), color="gray", lw=0.8, ls=":")
         ax.set_title(panel_fmt.format(pv))

@@ -45,8 +45,10 @@ def fast_compile():
 
 def traced_in_fast_mode(fn):
     """Wrap ``fn`` so that whatever traces it does so in :func:`fast_compile` mode."""
+
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         with fast_compile():
             return fn(*args, **kwargs)
+
     return wrapped

@@ -119,11 +119,13 @@ def make_train(task: Task) -> Callable[..., tuple[PyTree, dict]]:
     return train
 
 
-def scan_steps(task: Task, state: PyTree, data: PyTree, hparams: PyTree, start: Array,
-               length: int) -> tuple[PyTree, Array]:
+def scan_steps(
+    task: Task, state: PyTree, data: PyTree, hparams: PyTree, start: Array, length: int
+) -> tuple[PyTree, Array]:
     """``length`` training steps of one run from step ``start`` as one ``lax.scan``:
     ``(state, losses [length])``. The unit the runner compiles (under ``vmap``) and the
     benchmarks time."""
+
     def body(carry, i):
         return task.step(carry, data, hparams, start + i)
 
@@ -206,8 +208,7 @@ def bytes_per_run(task: Task, key: Array, hparams_one: PyTree, given_one: PyTree
 CPU_RUNS_PER_CALL = 32
 
 
-def auto_runs_per_call(task: Task, keys: Array, hparams: PyTree, fraction: float = 0.5,
-                       given: PyTree = None) -> int:
+def auto_runs_per_call(task: Task, keys: Array, hparams: PyTree, fraction: float = 0.5, given: PyTree = None) -> int:
     """How many runs to train at once: as many as fit in ``fraction`` of the local
     devices' memory, and at most :data:`CPU_RUNS_PER_CALL` per device on a CPU."""
     first = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
@@ -218,8 +219,9 @@ def auto_runs_per_call(task: Task, keys: Array, hparams: PyTree, fraction: float
     return fit
 
 
-def effective_runs_per_call(task: Task, keys: Array, hparams: PyTree, max_runs_per_call: int | None,
-                            given: PyTree = None) -> int:
+def effective_runs_per_call(
+    task: Task, keys: Array, hparams: PyTree, max_runs_per_call: int | None, given: PyTree = None
+) -> int:
     """How many runs :func:`run_group` trains in one call: ``max_runs_per_call`` (default
     :func:`auto_runs_per_call`) capped at the number of runs."""
     if max_runs_per_call is not None and max_runs_per_call < 1:
@@ -234,15 +236,21 @@ def layout(runs_per_call: int, shard: bool = True) -> dict:
     """What besides config and seed decides a run's last bits: how many runs are vmapped
     together, over how many devices, on which backend and jax. The same config and seed
     under the same layout give the same numbers (DESIGN.md, principle 7)."""
-    return {"backend": jax.default_backend(), "devices": jax.local_device_count() if shard else 1,
-            "runs_per_call": int(runs_per_call), "jax": jax.__version__}
+    return {
+        "backend": jax.default_backend(),
+        "devices": jax.local_device_count() if shard else 1,
+        "runs_per_call": int(runs_per_call),
+        "jax": jax.__version__,
+    }
 
 
 def _pad_runs(tree: PyTree, total: int) -> PyTree:
     """Pad the run axis to ``total`` by repeating the last run (results are dropped)."""
+
     def pad(a):
         n = a.shape[0]
         return a if n == total else jnp.concatenate([a, jnp.repeat(a[-1:], total - n, 0)], 0)
+
     return jax.tree.map(pad, tree)
 
 
@@ -333,8 +341,9 @@ def _check_writable(directory: Path) -> None:
         directory.mkdir(parents=True, exist_ok=True)
         report.probe_writable(directory)
     except OSError as e:
-        raise report.UserError(f"cannot write checkpoints to {directory} ({e.strerror}); make it writable "
-                               "or pick another output folder") from None
+        raise report.UserError(
+            f"cannot write checkpoints to {directory} ({e.strerror}); make it writable or pick another output folder"
+        ) from None
 
 
 def _fresh(directory: Path) -> _Checkpointer:
@@ -361,18 +370,26 @@ def _resume(directory: str | Path, like: PyTree, layout: dict) -> tuple[_Checkpo
         ckpt = _Checkpointer(directory)
         steps = ckpt.steps()
     except Exception as e:  # noqa: BLE001 (orbax raises many types for a damaged folder)
-        warnings.warn(f"checkpoint folder {directory} is unreadable ({_one_line(e)}); discarding it and training "
-                      "this group from step 0", RuntimeWarning, stacklevel=3)
+        warnings.warn(
+            f"checkpoint folder {directory} is unreadable ({_one_line(e)}); discarding it and training "
+            "this group from step 0",
+            RuntimeWarning,
+            stacklevel=3,
+        )
         return _fresh(directory), 0, None
     if not steps:
         return ckpt, 0, None
     meta = ckpt.meta()
     if meta.get("run_layout") != layout:
         ckpt.close()
-        why = (f"has no readable {_Checkpointer.META} (damaged, or written by an older version)" if not meta else
-               f"was written under another run layout ({meta.get('run_layout')}, now {layout})")
-        warnings.warn(f"checkpoint folder {directory} {why}; training this group from step 0",
-                      RuntimeWarning, stacklevel=3)
+        why = (
+            f"has no readable {_Checkpointer.META} (damaged, or written by an older version)"
+            if not meta
+            else f"was written under another run layout ({meta.get('run_layout')}, now {layout})"
+        )
+        warnings.warn(
+            f"checkpoint folder {directory} {why}; training this group from step 0", RuntimeWarning, stacklevel=3
+        )
         return _fresh(directory), 0, None
     problems = []
     for step in steps:
@@ -384,15 +401,24 @@ def _resume(directory: str | Path, like: PyTree, layout: dict) -> tuple[_Checkpo
             expected = meta.get("steps", {}).get(str(step))
             if expected == tree_checksums(tree):
                 if problems:
-                    warnings.warn(f"checkpoint folder {directory}: {'; '.join(problems)}; resuming from step {step}",
-                                  RuntimeWarning, stacklevel=3)
+                    warnings.warn(
+                        f"checkpoint folder {directory}: {'; '.join(problems)}; resuming from step {step}",
+                        RuntimeWarning,
+                        stacklevel=3,
+                    )
                 return ckpt, step, tree
-            problems.append(f"step {step} has no checksum (its save was cut short)" if expected is None else
-                            f"step {step} fails its checksum (its files changed after they were written)")
+            problems.append(
+                f"step {step} has no checksum (its save was cut short)"
+                if expected is None
+                else f"step {step} fails its checksum (its files changed after they were written)"
+            )
         ckpt.delete(step)  # a later save of this step must not find it taken
     ckpt.close()
-    warnings.warn(f"checkpoint folder {directory}: {'; '.join(problems)}; training this group from step 0",
-                  RuntimeWarning, stacklevel=3)
+    warnings.warn(
+        f"checkpoint folder {directory}: {'; '.join(problems)}; training this group from step 0",
+        RuntimeWarning,
+        stacklevel=3,
+    )
     return _fresh(directory), 0, None
 
 
@@ -439,10 +465,22 @@ def run_group(
         return _run_call(task, keys, hparams, chunk_steps, checkpoint_dir, progress, shard, max_chunks, given, lay)
     parts = []
     for lo in range(0, r, per_call):  # consecutive slices, each the whole schedule
-        sl = lambda a, lo=lo: a[lo:lo + per_call]  # noqa: E731
+        sl = lambda a, lo=lo: a[lo : lo + per_call]  # noqa: E731
         sub_dir = None if checkpoint_dir is None else Path(checkpoint_dir) / f"slice{lo}"
-        parts.append(_run_call(task, sl(keys), jax.tree.map(sl, hparams), chunk_steps, sub_dir, progress, shard,
-                               max_chunks, None if given is None else jax.tree.map(sl, given), lay))
+        parts.append(
+            _run_call(
+                task,
+                sl(keys),
+                jax.tree.map(sl, hparams),
+                chunk_steps,
+                sub_dir,
+                progress,
+                shard,
+                max_chunks,
+                None if given is None else jax.tree.map(sl, given),
+                lay,
+            )
+        )
     return _concat_results(parts)
 
 
@@ -477,6 +515,7 @@ def compile_chunk(task: Task, length: int, plan: Plan, carry: PyTree, data: PyTr
     steps of every run as one compiled program (ahead of time, so compile time is measured
     apart from training). The carry is ``{"state", "failed_at", "last_loss"}``; a run whose
     loss went non-finite gets ``failed_at`` = the end of the chunk where that was seen."""
+
     def run_chunk(c, data, hp, step0):
         st, losses = jax.vmap(lambda s, d, h: scan_steps(task, s, d, h, step0, length))(c["state"], data, hp)
         bad = ~jnp.all(jnp.isfinite(losses), axis=1)
@@ -495,8 +534,9 @@ class ProgressHook:
         from tqdm.auto import tqdm
 
         self.runs = runs
-        self.bar = tqdm(total=task.num_steps, initial=start, desc=task.name, unit="step", leave=False,
-                        dynamic_ncols=True)
+        self.bar = tqdm(
+            total=task.num_steps, initial=start, desc=task.name, unit="step", leave=False, dynamic_ncols=True
+        )
 
     def __call__(self, step: int, length: int, carry: PyTree) -> None:
         n_failed = int(jnp.sum(carry["failed_at"][: self.runs] >= 0))
@@ -520,8 +560,17 @@ class CheckpointHook:
         self.ckpt.close()
 
 
-def host_loop(task: Task, chunk: Callable[[int], Callable], carry: PyTree, data: PyTree, hparams: PyTree,
-              start: int, chunk_steps: int, hooks: list, max_chunks: int | None = None) -> tuple[PyTree, list, float]:
+def host_loop(
+    task: Task,
+    chunk: Callable[[int], Callable],
+    carry: PyTree,
+    data: PyTree,
+    hparams: PyTree,
+    start: int,
+    chunk_steps: int,
+    hooks: list,
+    max_chunks: int | None = None,
+) -> tuple[PyTree, list, float]:
     """Drive the compiled chunks from step ``start`` to ``task.num_steps`` (or ``max_chunks``
     chunks), calling every hook ``(step, length, carry)`` after each chunk and closing them
     at the end. Returns ``(carry, per-chunk mean losses [total] each, training seconds)``.
@@ -558,8 +607,18 @@ def _close_all(hooks: list) -> None:
             warnings.warn(f"closing {type(hook).__name__} failed ({_one_line(e)})", RuntimeWarning, stacklevel=2)
 
 
-def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkpoint_dir, progress: bool,
-              shard: bool, max_chunks: int | None, given: PyTree | None, lay: dict) -> GroupResult:
+def _run_call(
+    task: Task,
+    keys: Array,
+    hparams: PyTree,
+    chunk_steps: int,
+    checkpoint_dir,
+    progress: bool,
+    shard: bool,
+    max_chunks: int | None,
+    given: PyTree | None,
+    lay: dict,
+) -> GroupResult:
     """All of ``keys``' runs as one compiled, vmapped program (see :func:`run_group`):
     plan, data and init, resume, compile, the host loop, evaluate."""
     t0 = time.perf_counter()
@@ -569,8 +628,13 @@ def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkp
     data = plan.place(jax.jit(jax.vmap(task.make_data))(keys_p, given_p))
     state = jax.jit(jax.vmap(task.init))(keys_p, data, hp_p)
     # (state, failed_at) is what a checkpoint holds; failed_at = -1 while a run is healthy
-    carry = plan.place({"state": state, "failed_at": jnp.full((plan.total,), -1, jnp.int32),
-                        "last_loss": jnp.zeros((plan.total,), jnp.float32)})
+    carry = plan.place(
+        {
+            "state": state,
+            "failed_at": jnp.full((plan.total,), -1, jnp.int32),
+            "last_loss": jnp.zeros((plan.total,), jnp.float32),
+        }
+    )
     hooks, start = [], 0
     if checkpoint_dir is not None:
         ckpt, start, restored = _resume(checkpoint_dir, carry, lay)
@@ -603,10 +667,18 @@ def _run_call(task: Task, keys: Array, hparams: PyTree, chunk_steps: int, checkp
     failed_at = plan.trim(carry["failed_at"])
     r = plan.runs
     return GroupResult(
-        metrics=metrics, failed=failed_at >= 0, failed_at=failed_at, final_loss=plan.trim(carry["last_loss"]),
+        metrics=metrics,
+        failed=failed_at >= 0,
+        failed_at=failed_at,
+        final_loss=plan.trim(carry["last_loss"]),
         state=jax.tree.map(lambda a: a[:r], carry["state"]),
         loss_history=np.stack([h[:r] for h in history], 1) if history else np.zeros((r, 0), np.float32),
-        compile_s=compile_s, train_s=t_train, eval_s=eval_s, resumed_from=resumed_from, layout=lay)
+        compile_s=compile_s,
+        train_s=t_train,
+        eval_s=eval_s,
+        resumed_from=resumed_from,
+        layout=lay,
+    )
 
 
 def _concat_results(parts: list[GroupResult]) -> GroupResult:
@@ -614,11 +686,20 @@ def _concat_results(parts: list[GroupResult]) -> GroupResult:
     width = max(p.loss_history.shape[1] for p in parts)
     return GroupResult(
         metrics={k: cat([p.metrics[k] for p in parts]) for k in parts[0].metrics},
-        failed=cat([p.failed for p in parts]), failed_at=cat([p.failed_at for p in parts]),
+        failed=cat([p.failed for p in parts]),
+        failed_at=cat([p.failed_at for p in parts]),
         final_loss=cat([p.final_loss for p in parts]),
         # slices resumed at different chunks have shorter histories: NaN-pad their start
-        loss_history=cat([np.pad(p.loss_history, ((0, 0), (width - p.loss_history.shape[1], 0)),
-                                 constant_values=np.nan) for p in parts]),
+        loss_history=cat(
+            [
+                np.pad(p.loss_history, ((0, 0), (width - p.loss_history.shape[1], 0)), constant_values=np.nan)
+                for p in parts
+            ]
+        ),
         state=jax.tree.map(lambda *a: jnp.concatenate(a, 0), *[p.state for p in parts]),
-        compile_s=sum(p.compile_s for p in parts), train_s=sum(p.train_s for p in parts),
-        eval_s=sum(p.eval_s for p in parts), resumed_from=min(p.resumed_from for p in parts), layout=parts[0].layout)
+        compile_s=sum(p.compile_s for p in parts),
+        train_s=sum(p.train_s for p in parts),
+        eval_s=sum(p.eval_s for p in parts),
+        resumed_from=min(p.resumed_from for p in parts),
+        layout=parts[0].layout,
+    )

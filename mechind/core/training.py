@@ -48,8 +48,9 @@ class TrainState(NamedTuple):
     extra: PyTree = ()
 
 
-def adam(drop_at: int | None = None, drop: float = 0.1,
-         scale_leaves: dict[str, float] | None = None) -> optax.GradientTransformation:
+def adam(
+    drop_at: int | None = None, drop: float = 0.1, scale_leaves: dict[str, float] | None = None
+) -> optax.GradientTransformation:
     """Adam whose step size is a hyper-parameter held in its state (set per run by
     :func:`init_state`), multiplied by ``drop`` from update ``drop_at`` on (never when
     ``None``).
@@ -76,8 +77,9 @@ def adam(drop_at: int | None = None, drop: float = 0.1,
     return optax.inject_hyperparams(factory)(learning_rate=1.0)
 
 
-def init_state(tx: optax.GradientTransformation, params: PyTree, lr: Array, key: Array,
-               extra: PyTree = ()) -> TrainState:
+def init_state(
+    tx: optax.GradientTransformation, params: PyTree, lr: Array, key: Array, extra: PyTree = ()
+) -> TrainState:
     """A fresh :class:`TrainState`: ``tx``'s state for ``params`` with the learning rate
     ``lr`` (a scalar, per run) injected, and the run's step key ``key``."""
     opt = tx.init(params)
@@ -90,8 +92,7 @@ def learning_rate(state: TrainState) -> Array:
     return state.opt.hyperparams["learning_rate"]
 
 
-def apply_gradients(tx: optax.GradientTransformation, state: TrainState, grads: PyTree,
-                    **changes) -> TrainState:
+def apply_gradients(tx: optax.GradientTransformation, state: TrainState, grads: PyTree, **changes) -> TrainState:
     """``state`` after one optimizer step on ``grads`` (other fields replaced by ``changes``,
     e.g. ``extra=``)."""
     updates, opt = tx.update(grads, state.opt, state.params)
@@ -122,8 +123,15 @@ def minibatch(key: Array, data: dict, names: Sequence[str], batch_size: int, num
     return {n: data[n][idx] for n in names}
 
 
-def gaussian_kl(mean_q: Array, var_q: Array, mean_p: Array, var_p: Array,
-                log_var_q: Array | None = None, log_var_p: Array | None = None, axis: int | None = None) -> Array:
+def gaussian_kl(
+    mean_q: Array,
+    var_q: Array,
+    mean_p: Array,
+    var_p: Array,
+    log_var_q: Array | None = None,
+    log_var_p: Array | None = None,
+    axis: int | None = None,
+) -> Array:
     """``KL(N(mean_q, var_q) || N(mean_p, var_p))`` per coordinate (broadcast shape), or
     summed over ``axis`` (diagonal Gaussians).
 

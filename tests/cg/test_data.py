@@ -51,13 +51,16 @@ def test_domain_statistics():
     np.testing.assert_allclose(d.x, jax.vmap(d.mixing)(d.z), rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(num_domains=0), "num_domains"),
-    (dict(density=0.0), "density must lie in \\(0, 1\\]"),
-    (dict(density=1.5), "density must lie in \\(0, 1\\]"),
-    (dict(latent_dim=0), "latent_dim"),
-    (dict(samples_per_domain=0), "samples_per_domain"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(num_domains=0), "num_domains"),
+        (dict(density=0.0), "density must lie in \\(0, 1\\]"),
+        (dict(density=1.5), "density must lie in \\(0, 1\\]"),
+        (dict(latent_dim=0), "latent_dim"),
+        (dict(samples_per_domain=0), "samples_per_domain"),
+    ],
+)
 def test_bad_input(kw, match):
     args = dict(num_domains=2, latent_dim=3, samples_per_domain=10, density=0.5)
     args.update(kw)
@@ -75,7 +78,7 @@ def test_domain_index_check():
 def test_latent_noise_has_unit_variance_and_its_shape(dist):
     eps = np.asarray(data.sample_noise(jax.random.PRNGKey(0), (200_000,), dist))
     assert abs(eps.mean()) < 0.01 and abs(eps.std() - 1.0) < 0.01
-    kurt = np.mean(eps ** 4)
+    kurt = np.mean(eps**4)
     assert {"gaussian": 2.9 < kurt < 3.1, "laplace": kurt > 5.0, "bimodal": kurt < 1.5}[dist]
     with pytest.raises(ValueError, match="latent_dist"):
         data.DomainSpec(2, 3, 0.5, "cauchy")
@@ -94,5 +97,11 @@ def test_domain_spec_is_the_registered_traceable_dataset():
     both = datasets.draw(ds, jnp.stack([jax.random.PRNGKey(2), jax.random.PRNGKey(3)]), 30)
     assert both["x"].shape == (2, 30, 4) and both["support"].shape == (2, 4, 4)
     np.testing.assert_allclose(both["x"][0], d["x"], rtol=1e-5, atol=1e-6)
-    assert ds.describe() == {"dataset": "cg_domains", "dataset_version": data.GENERATOR_VERSION, "num_domains": 3,
-                             "latent_dim": 4, "density": 0.5, "latent_dist": "gaussian"}
+    assert ds.describe() == {
+        "dataset": "cg_domains",
+        "dataset_version": data.GENERATOR_VERSION,
+        "num_domains": 3,
+        "latent_dim": 4,
+        "density": 0.5,
+        "latent_dist": "gaussian",
+    }

@@ -9,27 +9,29 @@ from mechind.core import metrics, rng
 
 
 def _linear_data(seed=0, segments=20, per=250, n=3):
-    return ivae_data.generate(seed, num_segments=segments, per_segment=per, latent_dim=n, act="none",
-                              cond_draws=500)
+    return ivae_data.generate(seed, num_segments=segments, per_segment=per, latent_dim=n, act="none", cond_draws=500)
 
 
-@pytest.mark.parametrize("x, u, match", [
-    (np.array([[0.0, np.nan]] * 300), np.zeros(300, int), "NaN/inf"),
-    (np.array([[0.0, np.inf]] * 300), np.zeros(300, int), "NaN/inf"),
-    (np.ones((300, 2)), np.full(300, 0.5), "integer"),
-    (np.ones((300, 2)), np.full(300, -1), "negative"),
-    # a cast to int32 before the range check used to wrap 2^32 to label 0 and merge that domain
-    (np.ones((300, 2)), np.r_[np.zeros(150, np.int64), np.full(150, 2 ** 32)], "label 4294967296"),
-    (np.ones((300, 2)), np.full(300, 2 ** 63, np.uint64), "label 9223372036854775808"),
-    # float32 statistics overflow near 1e19 and switched the penalty off; float64 1e39 is finite
-    (np.c_[np.ones(300), np.full(300, 1e20)], np.zeros(300, int), "magnitude above"),
-    (np.c_[np.ones(300), np.full(300, 1e39)], np.zeros(300, int), "magnitude above"),
-    (np.ones((300, 2)), np.zeros(299, int), "different lengths"),
-    (np.ones((300, 2)), np.array(["a"] * 300), "integer"),
-    (np.ones((100, 2)), np.zeros(100, int), "fewer than one batch"),
-    (np.ones((300, 2)), np.repeat([0, 2], 150), "missing \\[1\\]"),
-    (np.ones(300), np.zeros(300, int), "2-D"),
-])
+@pytest.mark.parametrize(
+    "x, u, match",
+    [
+        (np.array([[0.0, np.nan]] * 300), np.zeros(300, int), "NaN/inf"),
+        (np.array([[0.0, np.inf]] * 300), np.zeros(300, int), "NaN/inf"),
+        (np.ones((300, 2)), np.full(300, 0.5), "integer"),
+        (np.ones((300, 2)), np.full(300, -1), "negative"),
+        # a cast to int32 before the range check used to wrap 2^32 to label 0 and merge that domain
+        (np.ones((300, 2)), np.r_[np.zeros(150, np.int64), np.full(150, 2**32)], "label 4294967296"),
+        (np.ones((300, 2)), np.full(300, 2**63, np.uint64), "label 9223372036854775808"),
+        # float32 statistics overflow near 1e19 and switched the penalty off; float64 1e39 is finite
+        (np.c_[np.ones(300), np.full(300, 1e20)], np.zeros(300, int), "magnitude above"),
+        (np.c_[np.ones(300), np.full(300, 1e39)], np.zeros(300, int), "magnitude above"),
+        (np.ones((300, 2)), np.zeros(299, int), "different lengths"),
+        (np.ones((300, 2)), np.array(["a"] * 300), "integer"),
+        (np.ones((100, 2)), np.zeros(100, int), "fewer than one batch"),
+        (np.ones((300, 2)), np.repeat([0, 2], 150), "missing \\[1\\]"),
+        (np.ones(300), np.zeros(300, int), "2-D"),
+    ],
+)
 def test_bad_input_fails_before_compiling(x, u, match, monkeypatch):
     monkeypatch.setattr(fitting.runner, "run_group", lambda *a, **k: pytest.fail("compiled"))
     with pytest.raises(ValueError, match=match):
@@ -53,9 +55,11 @@ def test_bad_settings_are_named():
         cg.fit(rng.key(0), x, u, method="ivae", latent_dim=2, prior="standard")
     with pytest.raises(ValueError, match="has no sparsity penalty"):
         cg.fit(rng.key(0), x, u, method="ivae", latent_dim=2, alpha=0.5)
-    for bad, match in ((dict(num_steps=20.5), "num_steps must be an integer"),
-                       (dict(hidden="abc"), "hidden must be a list of integers"),
-                       (dict(num_steps=0), "num_steps must be a positive integer")):
+    for bad, match in (
+        (dict(num_steps=20.5), "num_steps must be an integer"),
+        (dict(hidden="abc"), "hidden must be a list of integers"),
+        (dict(num_steps=0), "num_steps must be a positive integer"),
+    ):
         with pytest.raises(ValueError, match=match):
             cg.fit(rng.key(0), x, u, method="cg_vae", latent_dim=2, **bad)
 
@@ -101,10 +105,10 @@ def test_ivae_recovers_a_linear_mixing_with_many_segments():
         f.encode(d.x)
     # the decoder maps posterior means back to the observations (un-doing the whitening)
     resid = f.decode(f.encode(d.x, d.u)) - d.x
-    assert np.sqrt(np.mean(resid ** 2)) < 0.3 * d.x.std()
+    assert np.sqrt(np.mean(resid**2)) < 0.3 * d.x.std()
     # the learned decoder variance (whitened units) is of the order of the per-dimension residual
     white = resid @ f.x_proj
-    assert 0.3 < float(np.exp(f.params["obs_log_var"])) / np.mean(white ** 2) < 10
+    assert 0.3 < float(np.exp(f.params["obs_log_var"])) / np.mean(white**2) < 10
     assert f.prior["log_var"].shape == (20, 3)
 
 
@@ -117,12 +121,28 @@ def test_fit_many_equals_separate_fits():
 
 
 # one method per prior by default (ivae, cg_vae with the penalty, beta_vae); the two ablations are slow-only
-@pytest.mark.parametrize("method", [m if m in ("ivae", "cg_vae", "beta_vae") else
-                                    pytest.param(m, marks=pytest.mark.slow) for m in sorted(models.METHODS)])
+@pytest.mark.parametrize(
+    "method",
+    [
+        m if m in ("ivae", "cg_vae", "beta_vae") else pytest.param(m, marks=pytest.mark.slow)
+        for m in sorted(models.METHODS)
+    ],
+)
 def test_every_method_fits(method):
     d = _linear_data(2, 3, 100, 2)
-    f = cg.fit(rng.key(1), d.x, d.u, method=method, latent_dim=2, num_steps=20, batch_size=64, progress=False,
-               hidden=(8,), flow_hidden=2, embed_dim=2)
+    f = cg.fit(
+        rng.key(1),
+        d.x,
+        d.u,
+        method=method,
+        latent_dim=2,
+        num_steps=20,
+        batch_size=64,
+        progress=False,
+        hidden=(8,),
+        flow_hidden=2,
+        embed_dim=2,
+    )
     assert f.encode(d.x, d.u).shape == (300, 2) and np.isfinite(f.loss_history).all()
 
 
@@ -130,8 +150,19 @@ def test_cli_fits_an_npz_and_reports_mcc(tmp_path, capsys):
     d = _linear_data(3, 4, 100, 2)
     path = tmp_path / "data.npz"
     d.save(path)
-    rc = fitting.main([str(path), "--steps", "30", "--set", "batch_size=64", "hidden=[8]", "--no-progress",
-                       "--out", str(tmp_path / "out.npz")])
+    rc = fitting.main(
+        [
+            str(path),
+            "--steps",
+            "30",
+            "--set",
+            "batch_size=64",
+            "hidden=[8]",
+            "--no-progress",
+            "--out",
+            str(tmp_path / "out.npz"),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert '"mcc"' in out and np.load(tmp_path / "out.npz")["z_hat"].shape == (400, 2)
@@ -205,16 +236,15 @@ def test_prepare_sizes_the_domain_table_and_takes_per_run_weights():
         p.hparams([0.1, 0.1])
 
 
-
-
 def test_a_fitted_model_compiles_its_encoder_and_decoder_once(monkeypatch):
     """encode / posterior / decode build the networks and jit them once per Fitted (they
     were rebuilt and re-traced on every call)."""
     from cg import train as cg_train
 
     d = _linear_data(0, 2, 150, 2)
-    f = cg.fit(rng.key(0), d.x, d.u, method="ivae", latent_dim=2, num_steps=5, hidden=(4,), batch_size=64,
-               progress=False)
+    f = cg.fit(
+        rng.key(0), d.x, d.u, method="ivae", latent_dim=2, num_steps=5, hidden=(4,), batch_size=64, progress=False
+    )
     traces = []
     real = cg_train.posterior
     monkeypatch.setattr(cg_train, "posterior", lambda *a: traces.append(1) or real(*a))

@@ -58,9 +58,9 @@ HALF = np.repeat([0, 1], 150)
 
 
 BAD = [
-    (dict(x=X2, u=np.r_[np.zeros(150, np.int64), np.full(150, 2 ** 32)]), [], "label 4294967296"),
-    (dict(x=X2, u=np.full(300, 2 ** 40)), [], "label 1099511627776"),
-    (dict(x=X2, u=np.full(300, 2 ** 63, np.uint64)), [], "label 9223372036854775808"),
+    (dict(x=X2, u=np.r_[np.zeros(150, np.int64), np.full(150, 2**32)]), [], "label 4294967296"),
+    (dict(x=X2, u=np.full(300, 2**40)), [], "label 1099511627776"),
+    (dict(x=X2, u=np.full(300, 2**63, np.uint64)), [], "label 9223372036854775808"),
     (dict(x=np.c_[X2[:, 0], np.full(300, 1e20)], u=HALF), [], "magnitude above"),
     (dict(x=np.c_[X2[:, 0], np.full(300, 1e39)], u=HALF), [], "magnitude above"),
     (dict(x=X2, u=HALF, z=np.ones((299, 2))), [], "z must be the true latents"),
@@ -88,8 +88,13 @@ def test_bad_arrays_and_settings(tmp_path, capsys, monkeypatch, arrays, extra, m
 def test_bad_arrays_and_settings_through_the_command_line(tmp_path, arrays, extra, match):
     path = _save(tmp_path, **arrays)
     before = _digest(path)
-    p = subprocess.run([sys.executable, "-m", "cg.fitting", str(path), "--no-progress"] + extra, cwd=ROOT,
-                       capture_output=True, text=True, env={**os.environ, "MECHIND_DEBUG": ""})
+    p = subprocess.run(
+        [sys.executable, "-m", "cg.fitting", str(path), "--no-progress"] + extra,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MECHIND_DEBUG": ""},
+    )
     err = p.stderr.strip()
     assert p.returncode == 2 and "Traceback" not in err and len(err.splitlines()) == 1 and match in err, err
     assert _digest(path) == before and sorted(x.name for x in tmp_path.iterdir()) == ["d.npz"]
@@ -118,8 +123,22 @@ def test_bad_paths(tmp_path, data, capsys, monkeypatch):
 
 def test_a_fit_writes_the_file_it_names_with_the_usual_mode(tmp_path, data, capsys):
     before = _digest(data)
-    assert fitting.main([str(data), "--steps", "5", "--set", "batch_size=64", "hidden=[4]", "--no-progress",
-                         "--out", str(tmp_path / "o_noext")]) == 0
+    assert (
+        fitting.main(
+            [
+                str(data),
+                "--steps",
+                "5",
+                "--set",
+                "batch_size=64",
+                "hidden=[4]",
+                "--no-progress",
+                "--out",
+                str(tmp_path / "o_noext"),
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     written = tmp_path / "o_noext.npz"
     assert f"wrote {written}" in out and written.exists()
@@ -141,8 +160,13 @@ def _umask() -> int:
 def test_the_command_line_shows_no_traceback(data):
     """Through a real interpreter: one line, exit code 2, the input untouched."""
     before = _digest(data)
-    p = subprocess.run([sys.executable, "-m", "cg.fitting", str(data), "--out", str(data), "--no-progress"],
-                       cwd=ROOT, capture_output=True, text=True, env={**os.environ, "MECHIND_DEBUG": ""})
+    p = subprocess.run(
+        [sys.executable, "-m", "cg.fitting", str(data), "--out", str(data), "--no-progress"],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        env={**os.environ, "MECHIND_DEBUG": ""},
+    )
     assert p.returncode == 2 and "Traceback" not in p.stderr and len(p.stderr.strip().splitlines()) == 1
     assert _digest(data) == before
 
@@ -150,8 +174,12 @@ def test_the_command_line_shows_no_traceback(data):
 @pytest.mark.slow
 def test_ctrl_c_is_one_line_and_writes_nothing(tmp_path, data):
     out = tmp_path / "o.npz"
-    p = subprocess.Popen([sys.executable, "-m", "cg.fitting", str(data), "--steps", "200000", "--no-progress",
-                          "--out", str(out)], cwd=ROOT, stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "cg.fitting", str(data), "--steps", "200000", "--no-progress", "--out", str(out)],
+        cwd=ROOT,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     time.sleep(12)
     p.send_signal(signal.SIGINT)
     err = p.communicate(timeout=60)[1]

@@ -72,8 +72,11 @@ def test_ddsf_monotone_inverse_and_density():
 def test_conditional_prior_depends_on_domain_and_checks_range():
     n, m, e, d = 3, 4, 5, 4
     k = jax.random.split(jax.random.PRNGKey(0), 2)
-    params = {"table": jax.random.normal(k[0], (d, e)), "proj": jax.random.normal(k[1], (e, 3 * n * m)),
-              "bias": jnp.zeros(3 * n * m)}
+    params = {
+        "table": jax.random.normal(k[0], (d, e)),
+        "proj": jax.random.normal(k[1], (e, 3 * n * m)),
+        "bias": jnp.zeros(3 * n * m),
+    }
     z = jnp.ones((2, n))
     lp = flows.conditional_log_prob(params, z, jnp.array([0, 1]), m)
     assert lp.shape == (2,) and float(lp[0]) != float(lp[1])

@@ -28,8 +28,9 @@ def test_tied_layers_share_one_matrix_and_mixing_matches_numpy():
 
 
 def test_sources_follow_the_segment_scales_and_centres():
-    d = ivae_data.generate(2, num_segments=3, per_segment=20000, latent_dim=2, centered=False, dist="lap",
-                           cond_draws=200)
+    d = ivae_data.generate(
+        2, num_segments=3, per_segment=20000, latent_dim=2, centered=False, dist="lap", cond_draws=200
+    )
     assert np.array_equal(d.u, np.repeat(np.arange(3), 20000))
     for m in range(3):
         s = d.s[d.u == m]
@@ -62,13 +63,16 @@ def test_structural_sparsity_on_hand_built_supports():
     assert ivae_data.structural_sparsity(np.array([[1, 0], [1, 0]], bool)).tolist() == [True, False]
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(obs_dim=3, latent_dim=5), "obs_dim"),
-    (dict(act="relu"), "act"),
-    (dict(dist="cauchy"), "dist"),
-    (dict(density=0.0), "density"),
-    (dict(num_segments=0), "num_segments"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(obs_dim=3, latent_dim=5), "obs_dim"),
+        (dict(act="relu"), "act"),
+        (dict(dist="cauchy"), "dist"),
+        (dict(density=0.0), "density"),
+        (dict(num_segments=0), "num_segments"),
+    ],
+)
 def test_bad_arguments(kw, match):
     with pytest.raises(ValueError, match=match):
         ivae_data.generate(0, **{"cond_draws": 100, **kw})
@@ -76,8 +80,17 @@ def test_bad_arguments(kw, match):
 
 @pytest.mark.parametrize("act, density", [("xtanh", 1.0), ("lrelu", 1.0), ("none", 1.0), ("xtanh", 0.4)])
 def test_mixing_jacobian_matches_central_differences(act, density):
-    d = ivae_data.generate(1, num_segments=2, per_segment=60, latent_dim=4, obs_dim=6, act=act, density=density,
-                           cond_draws=200, dtype=np.float64)
+    d = ivae_data.generate(
+        1,
+        num_segments=2,
+        per_segment=60,
+        latent_dim=4,
+        obs_dim=6,
+        act=act,
+        density=density,
+        cond_draws=200,
+        dtype=np.float64,
+    )
     s = d.s[:9]
     h = 1e-6
     fd = np.stack([(d.mix(s + h * e) - d.mix(s - h * e)) / (2 * h) for e in np.eye(4)], -1)

@@ -11,8 +11,10 @@ def test_fd_penalty_approaches_exact_penalty(x64):
     dec, _ = random_mlp(jax.random.PRNGKey(0), (4, 16, 5))
     z = jax.random.normal(jax.random.PRNGKey(1), (32, 4))
     exact = losses.sparse_mixing_penalty(dec, z, "exact", units="raw")
-    errs = [abs(float(losses.sparse_mixing_penalty(dec, z, "fd", h, units="raw")) - float(exact))
-            for h in (1e-2, 1e-3, 1e-4)]
+    errs = [
+        abs(float(losses.sparse_mixing_penalty(dec, z, "fd", h, units="raw")) - float(exact))
+        for h in (1e-2, 1e-3, 1e-4)
+    ]
     assert errs[2] < errs[1] < errs[0] and errs[2] < 1e-3 * float(exact)
     # and by hand: mean over samples of the sum of |J|
     jac = jax.vmap(jax.jacfwd(dec))(z)
@@ -45,8 +47,9 @@ def test_standardized_penalty_is_blind_to_latent_rescaling_raw_is_not(x64):
     # and a sparser decoder scores lower at equal column scales: diagonal vs dense rotation
     rot = jnp.array([[0.6, -0.8], [0.8, 0.6]])
     zz = jax.random.normal(jax.random.PRNGKey(4), (256, 2))
-    assert float(losses.sparse_mixing_penalty(lambda v: v, zz)) < \
-        float(losses.sparse_mixing_penalty(lambda v: rot @ v, zz))
+    assert float(losses.sparse_mixing_penalty(lambda v: v, zz)) < float(
+        losses.sparse_mixing_penalty(lambda v: rot @ v, zz)
+    )
 
 
 def test_penalty_zero_for_constant_decoder_and_method_check():
@@ -55,5 +58,3 @@ def test_penalty_zero_for_constant_decoder_and_method_check():
         losses.sparse_mixing_penalty(lambda v: v, jnp.ones((2, 4)), "sideways")
     with pytest.raises(ValueError, match="units"):
         losses.sparse_mixing_penalty(lambda v: v, jnp.ones((2, 4)), units="metric")
-
-

@@ -26,8 +26,10 @@ def test_gaussian_prior_matches_scipy_and_checks_domains():
     params = _gaussian_params()
     z = jnp.array([[0.3, 0.2], [1.0, 1.0]])
     lp = prior.log_prob(params, z, jnp.array([0, 1]))
-    ref = [stats.norm.logpdf(0.3, 0, 1) + stats.norm.logpdf(0.2, 1, 2),
-           stats.norm.logpdf(1.0, 2, 0.5) + stats.norm.logpdf(1.0, -1, 1)]
+    ref = [
+        stats.norm.logpdf(0.3, 0, 1) + stats.norm.logpdf(0.2, 1, 2),
+        stats.norm.logpdf(1.0, 2, 0.5) + stats.norm.logpdf(1.0, -1, 1),
+    ]
     np.testing.assert_allclose(lp, ref, rtol=1e-5)
     with pytest.raises(ValueError, match="domain index out of range"):
         prior.log_prob(params, z, jnp.array([0, 2]))
@@ -65,14 +67,15 @@ def test_old_kl_formula_is_reproduced_bit_for_bit():
     tril = jnp.asarray(np.tril(r.normal(size=(64, 5, 5))), jnp.float32)
 
     def old(m, lv, mu, log_var, tril):
-        var = jnp.exp(log_var) if tril is None else jnp.sum(tril ** 2, -1)
+        var = jnp.exp(log_var) if tril is None else jnp.sum(tril**2, -1)
         return 0.5 * jnp.sum(lv - log_var + (var + (mu - m) ** 2) / jnp.exp(lv) - 1.0, -1)
 
     grad = lambda f: jax.grad(lambda *a: jnp.sum(f(*a)), argnums=(0, 1, 2, 3))  # noqa: E731
     for t in (None, tril):  # arrays as arguments: a jit of constants folds them on the host instead
         for a, b in ((old, models.gaussian_kl), (grad(old), grad(models.gaussian_kl))):
-            for x, y in zip(jax.tree.leaves(jax.jit(a)(m, lv, mu, log_var, t)),
-                            jax.tree.leaves(jax.jit(b)(m, lv, mu, log_var, t))):
+            for x, y in zip(
+                jax.tree.leaves(jax.jit(a)(m, lv, mu, log_var, t)), jax.tree.leaves(jax.jit(b)(m, lv, mu, log_var, t))
+            ):
                 np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # its terms are the core's per-coordinate Gaussian KL (summed there with the 1/2 outside)
     core = training.gaussian_kl(mu, jnp.exp(log_var), m, jnp.exp(lv), log_var_q=log_var, log_var_p=lv)
@@ -102,8 +105,7 @@ def test_elbo_kl_estimate_matches_the_closed_form_on_average():
     z = mu + jnp.exp(0.5 * log_var) * jax.random.normal(jax.random.PRNGKey(0), (200_000, 2))
     log_prior = prior.log_prob({}, z, jnp.zeros(len(z), jnp.int32))
     _, parts = losses.negative_elbo(jnp.zeros((1, 1)), jnp.zeros((1, 1)), z, mu, log_var, log_prior, 1.0, 1.0)
-    assert float(parts["kl"]) == pytest.approx(float(prior.kl({}, mu, log_var, jnp.zeros(1, jnp.int32))[0]),
-                                               abs=0.01)
+    assert float(parts["kl"]) == pytest.approx(float(prior.kl({}, mu, log_var, jnp.zeros(1, jnp.int32))[0]), abs=0.01)
 
 
 def test_full_covariance_kl_matches_monte_carlo():
@@ -113,8 +115,13 @@ def test_full_covariance_kl_matches_monte_carlo():
     mu, m, log_v = r.normal(size=n), r.normal(size=n), r.normal(size=n) * 0.3
     tril = np.tril(r.normal(size=(n, n)) * 0.4, -1) + np.diag(np.exp(r.normal(size=n) * 0.2))
     prior = models.make_prior("gaussian", n, 1)
-    kl = prior.kl({"mu": jnp.asarray(m[None]), "log_var": jnp.asarray(log_v[None])}, jnp.asarray(mu[None]),
-                  jnp.asarray(2 * np.log(np.diag(tril))[None]), jnp.zeros(1, jnp.int32), jnp.asarray(tril[None]))
+    kl = prior.kl(
+        {"mu": jnp.asarray(m[None]), "log_var": jnp.asarray(log_v[None])},
+        jnp.asarray(mu[None]),
+        jnp.asarray(2 * np.log(np.diag(tril))[None]),
+        jnp.zeros(1, jnp.int32),
+        jnp.asarray(tril[None]),
+    )
     z = mu + r.normal(size=(400_000, n)) @ tril.T
     q = stats.multivariate_normal(mu, tril @ tril.T)
     log_p = stats.norm.logpdf(z, m, np.exp(0.5 * log_v)).sum(-1)
@@ -141,12 +148,15 @@ def test_unknown_prior():
         models.make_prior("laplace", 2, 2)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(prior="laplace"), "prior must be one of"),
-    (dict(prior="flow", penalty="bwd", alpha=0.1), "penalty must be"),
-    (dict(prior="flow", penalty="exact"), "alpha > 0 exactly when"),
-    (dict(prior="flow", alpha=0.1), "alpha > 0 exactly when"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(prior="laplace"), "prior must be one of"),
+        (dict(prior="flow", penalty="bwd", alpha=0.1), "penalty must be"),
+        (dict(prior="flow", penalty="exact"), "alpha > 0 exactly when"),
+        (dict(prior="flow", alpha=0.1), "alpha > 0 exactly when"),
+    ],
+)
 def test_method_validation(kw, match):
     with pytest.raises(ValueError, match=match):
         models.Method(**kw)
@@ -163,6 +173,7 @@ def test_method_table():
 
 def test_a_new_prior_is_a_registered_subclass(monkeypatch):
     """A Laplace prior with a learned per-domain scale, added without touching the training code."""
+
     class LaplacePrior(models.Prior):
         def init(self, key):
             return {"log_b": jnp.zeros((self.max_domains, self.latent_dim))}
@@ -179,8 +190,18 @@ def test_a_new_prior_is_a_registered_subclass(monkeypatch):
     # and a method that uses it is one entry; cg.fit trains it through the shared step
     import cg
     from cg import ivae_data
+
     monkeypatch.setitem(models.METHODS, "laplace_vae", models.Method("laplace"))
     d = ivae_data.generate(0, num_segments=3, per_segment=100, latent_dim=2, cond_draws=200)
-    f = cg.fit(jax.random.PRNGKey(1), d.x, d.u, method="laplace_vae", latent_dim=2, num_steps=5, hidden=(4,),
-               batch_size=32, progress=False)
+    f = cg.fit(
+        jax.random.PRNGKey(1),
+        d.x,
+        d.u,
+        method="laplace_vae",
+        latent_dim=2,
+        num_steps=5,
+        hidden=(4,),
+        batch_size=32,
+        progress=False,
+    )
     assert np.isfinite(f.loss_history).all() and f.params["prior"]["log_b"].shape == (3, 2)

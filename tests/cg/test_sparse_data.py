@@ -6,8 +6,12 @@ import pytest
 from cg import ivae_data
 from cg import sparse_data as sd
 
-SPECS = [sd.Spec(5, dx, family=f, arm=a, mixing=mx) for dx in (5, 10) for a in sd.ARMS
-         for f, mx in (("laplace", "nonlinear"), ("mixture", "linear"))]
+SPECS = [
+    sd.Spec(5, dx, family=f, arm=a, mixing=mx)
+    for dx in (5, 10)
+    for a in sd.ARMS
+    for f, mx in (("laplace", "nonlinear"), ("mixture", "linear"))
+]
 
 
 def _intersections(support: np.ndarray) -> list[set]:
@@ -81,7 +85,7 @@ def test_sources_have_the_domain_means_and_scales(family):
         np.testing.assert_allclose(z.mean(0), d.means[u], atol=0.05 * d.scales[u].max())
         np.testing.assert_allclose(z.std(0), d.scales[u], rtol=0.03)
     eps = (d.z - d.means[d.u]) / d.scales[d.u]
-    kurt = np.mean(eps ** 4, 0).mean()  # Gaussian 3, Laplace 6, the +-0.9 mixture about 1.6
+    kurt = np.mean(eps**4, 0).mean()  # Gaussian 3, Laplace 6, the +-0.9 mixture about 1.6
     assert {"gaussian": 2.8 < kurt < 3.2, "laplace": 5 < kurt < 7, "mixture": kurt < 2}[family]
     assert np.all(np.bincount(d.u) == 20_000)
     assert np.abs(d.means).max() <= 2 and 0.5 <= d.scales.min() and d.scales.max() <= 2
@@ -95,10 +99,17 @@ def test_heldout_draws_are_new_samples_of_the_same_domains():
     np.testing.assert_array_equal(sd.generate(0, 3, 600, sd.Spec(4, 8)).x, d.x)  # held-out draws leave x alone
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(latent_dim=1), "latent_dim"), (dict(obs_dim=3), "obs_dim"), (dict(family="cauchy"), "family"),
-    (dict(arm="dense"), "arm"), (dict(density=1.0), "density"), (dict(mixing="mlp"), "mixing"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(latent_dim=1), "latent_dim"),
+        (dict(obs_dim=3), "obs_dim"),
+        (dict(family="cauchy"), "family"),
+        (dict(arm="dense"), "arm"),
+        (dict(density=1.0), "density"),
+        (dict(mixing="mlp"), "mixing"),
+    ],
+)
 def test_bad_spec(kw, match):
     with pytest.raises(ValueError, match=match):
         sd.Spec(**kw)
@@ -117,8 +128,15 @@ def test_spec_is_the_registered_host_dataset():
     assert not ds.traceable and ds.version == sd.GENERATOR_VERSION
     d = ds.sample(jax.random.PRNGKey(4), 40)
     ref = sd.generate(4, 2, 40, sd.Spec(3, 6), heldout=10)
-    for name, v in (("x", ref.x), ("z", ref.z), ("u", ref.u), ("support", ref.support), ("x_val", ref.x_val),
-                    ("u_val", ref.u_val), ("z_val", ref.z_val)):
+    for name, v in (
+        ("x", ref.x),
+        ("z", ref.z),
+        ("u", ref.u),
+        ("support", ref.support),
+        ("x_val", ref.x_val),
+        ("u_val", ref.u_val),
+        ("z_val", ref.z_val),
+    ):
         np.testing.assert_array_equal(d[name], v)
     assert set(ds.sample(jax.random.PRNGKey(4), 40)) >= {"x", "z", "u", "support"}
     assert "x_val" not in sd.Spec(3, 6).sample(jax.random.PRNGKey(4), 40)

@@ -23,13 +23,22 @@ def _flat(params) -> np.ndarray:
 @pytest.mark.slow  # chunk equality is also tested on the runner's toy tasks (tests/mechind/core/test_runner.py)
 def test_a_run_does_not_depend_on_how_its_steps_are_chunked():
     d = _data()
-    p = fitting.prepare(d.x[None].repeat(2, 0), d.u[None].repeat(2, 0), method="cg_vae", latent_dim=3,
-                        num_steps=60, hidden=(16,), batch_size=64)
+    p = fitting.prepare(
+        d.x[None].repeat(2, 0),
+        d.u[None].repeat(2, 0),
+        method="cg_vae",
+        latent_dim=3,
+        num_steps=60,
+        hidden=(16,),
+        batch_size=64,
+    )
     keys = rng.seed_keys([0, 1])
-    a = runner.run_group(p.task(), keys, p.hparams(), chunk_steps=30, progress=False,
-                         given={**p.data, "s": d.s[None].repeat(2, 0)})
-    b = runner.run_group(p.task(), keys, p.hparams(), chunk_steps=60, progress=False,
-                         given={**p.data, "s": d.s[None].repeat(2, 0)})
+    a = runner.run_group(
+        p.task(), keys, p.hparams(), chunk_steps=30, progress=False, given={**p.data, "s": d.s[None].repeat(2, 0)}
+    )
+    b = runner.run_group(
+        p.task(), keys, p.hparams(), chunk_steps=60, progress=False, given={**p.data, "s": d.s[None].repeat(2, 0)}
+    )
     assert not a.failed.any()
     np.testing.assert_allclose(a.metrics["corr"], b.metrics["corr"], rtol=1e-4, atol=1e-5)
 
@@ -41,11 +50,11 @@ def test_sparse_warmup_switches_the_penalty_on_at_its_step():
     kw = dict(method="cg_vae", latent_dim=3, num_steps=40, hidden=(16,), batch_size=64, lr=1e-3, lr_drop=1.0)
     # alpha is per-run data: alpha 0 and alpha 2 from step 0 are one compiled program
     p = fitting.prepare(np.stack([d.x, d.x]), np.stack([d.u, d.u]), sparse_warmup=0, **kw)
-    res = runner.run_group(p.task(), rng.seed_keys([2, 2]), p.hparams([0.0, 2.0]), chunk_steps=40,
-                           progress=False, given=p.data)
+    res = runner.run_group(
+        p.task(), rng.seed_keys([2, 2]), p.hparams([0.0, 2.0]), chunk_steps=40, progress=False, given=p.data
+    )
     base, early = (_flat(jax.tree.map(lambda a, i=i: a[i], res.state.params)) for i in (0, 1))
-    late = _flat(cg.fit(rng.key(2), d.x, d.u, alpha=2.0, sparse_warmup=39, progress=False, chunk_steps=40,
-                        **kw).params)
+    late = _flat(cg.fit(rng.key(2), d.x, d.u, alpha=2.0, sparse_warmup=39, progress=False, chunk_steps=40, **kw).params)
     one_step = np.abs(late - base).max()
     assert 0 < one_step <= 1.5 * 1e-3  # Adam moves each parameter by about lr per step
     assert np.abs(early - base).max() > 5 * one_step
@@ -55,23 +64,27 @@ def test_sparse_warmup_switches_the_penalty_on_at_its_step():
 
 def test_fd_penalty_method_trains():
     d = _data(2)
-    f = cg.fit(rng.key(1), d.x, d.u, method="cg_vae_fd", latent_dim=3, num_steps=20, hidden=(8,), batch_size=64,
-               progress=False)
+    f = cg.fit(
+        rng.key(1), d.x, d.u, method="cg_vae_fd", latent_dim=3, num_steps=20, hidden=(8,), batch_size=64, progress=False
+    )
     assert f.config.penalty == "fd" and np.isfinite(f.loss_history).all() and not f.failed
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(alpha=-0.1), "alpha"),
-    (dict(prior="laplace"), "prior"),
-    (dict(penalty="bwd"), "penalty"),
-    (dict(penalty_units="metres"), "penalty_units"),
-    (dict(num_steps=0), "num_steps must be a positive integer"),
-    (dict(num_steps=20.5), "num_steps must be an integer"),
-    (dict(hidden="abc"), "hidden must be a list of integers"),
-    (dict(hidden=(0,)), "hidden must be a list of positive"),
-    (dict(lr="fast"), "lr must be a number"),
-    (dict(encoder_u=1), "encoder_u must be true or false"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(alpha=-0.1), "alpha"),
+        (dict(prior="laplace"), "prior"),
+        (dict(penalty="bwd"), "penalty"),
+        (dict(penalty_units="metres"), "penalty_units"),
+        (dict(num_steps=0), "num_steps must be a positive integer"),
+        (dict(num_steps=20.5), "num_steps must be an integer"),
+        (dict(hidden="abc"), "hidden must be a list of integers"),
+        (dict(hidden=(0,)), "hidden must be a list of positive"),
+        (dict(lr="fast"), "lr must be a number"),
+        (dict(encoder_u=1), "encoder_u must be true or false"),
+    ],
+)
 def test_bad_config(kw, match):
     with pytest.raises(ValueError, match=match):
         cg_train.CGConfig(**kw)
@@ -132,15 +145,16 @@ def test_train_step_draws_its_minibatch_and_noise_from_the_step_keys():
 def test_train_is_one_run_of_the_task():
     """cg.train.train (one run as one program) and the runner's group agree."""
     d = _data(4, per=60)
-    p = fitting.prepare(d.x[None], d.u[None], method="ivae", latent_dim=3, num_steps=30, hidden=(8,),
-                        batch_size=32)
+    p = fitting.prepare(d.x[None], d.u[None], method="ivae", latent_dim=3, num_steps=30, hidden=(8,), batch_size=32)
     given = {**p.data, "s": jnp.asarray(d.s[None])}
     res = runner.run_group(p.task(), rng.seed_keys([0]), p.hparams(), chunk_steps=15, progress=False, given=given)
-    _, m = cg_train.train(rng.key(0), p.config, jax.tree.map(lambda a: a[0], given),
-                          jax.tree.map(lambda a: a[0], p.hparams()))
+    _, m = cg_train.train(
+        rng.key(0), p.config, jax.tree.map(lambda a: a[0], given), jax.tree.map(lambda a: a[0], p.hparams())
+    )
     np.testing.assert_allclose(m["corr"], res.metrics["corr"][0], atol=1e-5)
     assert fitting.run_scalars({k: np.asarray(v) for k, v in m.items()})["mcc"] == pytest.approx(
-        fitting.run_scalars({k: v[0] for k, v in res.metrics.items()})["mcc"], abs=1e-5)
+        fitting.run_scalars({k: v[0] for k, v in res.metrics.items()})["mcc"], abs=1e-5
+    )
 
 
 def test_jacobian_rows_spread_over_every_domain():
@@ -155,9 +169,17 @@ def test_finish_scores_a_known_answer():
     corr = np.array([[0.0, 1.0], [1.0, 0.0]])
     support = np.array([[True, False], [False, True], [True, True]])
     jac = np.array([[0.0, 2.0], [1.0, 0.0], [1.0, 1.0]])  # columns swapped, like corr
-    out = cg_train.finish({"corr": corr, "corr_spearman": corr, "active": np.array([0.9, 0.1]),
-                           "latent_std": np.float32(1.5), "jac_abs": jac, "support": support,
-                           "heldout_nelbo": np.float32(3.0)})
+    out = cg_train.finish(
+        {
+            "corr": corr,
+            "corr_spearman": corr,
+            "active": np.array([0.9, 0.1]),
+            "latent_std": np.float32(1.5),
+            "jac_abs": jac,
+            "support": support,
+            "heldout_nelbo": np.float32(3.0),
+        }
+    )
     assert out["mcc"] == 1.0 and out["mcc_spearman"] == 1.0 and out["active_latents"] == 1
     assert out["support_auroc"] == 1.0 and out["l1_model"] == 5.0 and out["heldout_nelbo"] == 3.0
     assert cg_train.finish({}) == {} and fitting.run_scalars is cg_train.finish

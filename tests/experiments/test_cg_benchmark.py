@@ -8,9 +8,32 @@ from cg import sparse_data
 from experiments import cg_benchmark as bench
 from mechind.core import metrics, report, rng
 
-TINY = ["--domains", "1", "2", "--seeds", "2", "--num-steps", "20", "--chunk-steps", "10", "--latent-dim", "2",
-        "--obs-dims", "4", "--families", "laplace", "--arms", "structural", "--total", "400", "--heldout", "100",
-        "--hidden", "8", "--no-progress"]
+TINY = [
+    "--domains",
+    "1",
+    "2",
+    "--seeds",
+    "2",
+    "--num-steps",
+    "20",
+    "--chunk-steps",
+    "10",
+    "--latent-dim",
+    "2",
+    "--obs-dims",
+    "4",
+    "--families",
+    "laplace",
+    "--arms",
+    "structural",
+    "--total",
+    "400",
+    "--heldout",
+    "100",
+    "--hidden",
+    "8",
+    "--no-progress",
+]
 
 
 def test_end_to_end_and_an_experiment_equals_cg_fit(tmp_path):
@@ -31,8 +54,9 @@ def test_end_to_end_and_an_experiment_equals_cg_fit(tmp_path):
     c = out["config"]
     rec = next(r for r in recs if r["method"] == "cg_vae" and r["domains"] == 2 and r["seed"] == 1)
     d = bench.dataset(c, rec)
-    f = cg.fit(rng.key(1), d.x, d.u, method="cg_vae", latent_dim=2, num_steps=20, hidden=(8,), chunk_steps=10,
-               progress=False)
+    f = cg.fit(
+        rng.key(1), d.x, d.u, method="cg_vae", latent_dim=2, num_steps=20, hidden=(8,), chunk_steps=10, progress=False
+    )
     assert metrics.mcc(d.z, f.encode(d.x, d.u)) == pytest.approx(rec["mcc"], abs=1e-6)
     z_hat = f.encode(d.x, d.u)
     assert metrics.mcc(d.z, z_hat, method="spearman") == pytest.approx(rec["mcc_spearman"], abs=1e-6)
@@ -42,30 +66,54 @@ def test_end_to_end_and_an_experiment_equals_cg_fit(tmp_path):
 
 
 def _recs(method, values, domains=(1, 2)):
-    return [{"method": method, "alpha": bench.models.METHODS[method].alpha, "domains": d, "seed": s, "failed": False,
-             "mcc_spearman": v, "support_auroc": v} for s, v in enumerate(values) for d in domains]
+    return [
+        {
+            "method": method,
+            "alpha": bench.models.METHODS[method].alpha,
+            "domains": d,
+            "seed": s,
+            "failed": False,
+            "mcc_spearman": v,
+            "support_auroc": v,
+        }
+        for s, v in enumerate(values)
+        for d in domains
+    ]
 
 
 def test_decision_rule_on_hand_built_records():
     base = np.linspace(0.5, 0.8, 8)
-    holds, rows = bench.decide(_recs("cg_vae", base + 0.05) + _recs("cg_vae_no_sparsity", base)
-                               + _recs("cg_vae_no_flow", base + 0.05), lambda d: True)
+    holds, rows = bench.decide(
+        _recs("cg_vae", base + 0.05) + _recs("cg_vae_no_sparsity", base) + _recs("cg_vae_no_flow", base + 0.05),
+        lambda d: True,
+    )
     assert holds is True and len(rows) == 4
     # flow + L1 significantly below Gaussian + L1: the claim fails
-    holds, _ = bench.decide(_recs("cg_vae", base + 0.05) + _recs("cg_vae_no_sparsity", base)
-                            + _recs("cg_vae_no_flow", base + 0.2), lambda d: True)
+    holds, _ = bench.decide(
+        _recs("cg_vae", base + 0.05) + _recs("cg_vae_no_sparsity", base) + _recs("cg_vae_no_flow", base + 0.2),
+        lambda d: True,
+    )
     assert holds is False
     # no gain over the flow alone: fails
-    holds, _ = bench.decide(_recs("cg_vae", base) + _recs("cg_vae_no_sparsity", base)
-                            + _recs("cg_vae_no_flow", base), lambda d: True)
+    holds, _ = bench.decide(
+        _recs("cg_vae", base) + _recs("cg_vae_no_sparsity", base) + _recs("cg_vae_no_flow", base), lambda d: True
+    )
     assert holds is False
     # a method missing: no decision
     assert bench.decide(_recs("cg_vae", base), lambda d: True)[0] is None
 
 
 def test_reference_records_floor_and_ceiling():
-    c = bench.Config(domains=(1,), seeds=1, latent_dim=2, obs_dims=(4,), families=("laplace",), arms=("structural",),
-                     total=400, heldout=100)
+    c = bench.Config(
+        domains=(1,),
+        seeds=1,
+        latent_dim=2,
+        obs_dims=(4,),
+        families=("laplace",),
+        arms=("structural",),
+        total=400,
+        heldout=100,
+    )
     floor, ceil = bench.reference_records(c)
     d = bench.dataset(c, floor)
     assert floor["mcc"] == pytest.approx(metrics.mcc(d.z, d.x)) and floor["support_auroc"] == 0.5
@@ -73,8 +121,17 @@ def test_reference_records_floor_and_ceiling():
     assert isinstance(d, sparse_data.SparseData) and d.x_val.shape == (100, 4)
 
 
-@pytest.mark.parametrize("bad", [["--domains", "0"], ["--domains", "2", "2"], ["--domains", "7"],
-                                 ["--obs-dims", "1"], ["--density", "1"], ["--families", "cauchy"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--domains", "0"],
+        ["--domains", "2", "2"],
+        ["--domains", "7"],
+        ["--obs-dims", "1"],
+        ["--density", "1"],
+        ["--families", "cauchy"],
+    ],
+)
 def test_bad_settings_exit_before_any_work(tmp_path, bad, capsys):
     with pytest.raises(SystemExit) as e:
         bench.main(["--out", str(tmp_path), "--no-progress"] + bad)

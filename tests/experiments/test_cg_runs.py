@@ -26,8 +26,13 @@ def table(monkeypatch):
 def test_plan_every_method_at_its_alpha_and_penalised_ones_at_the_extra_alphas(table):
     runs = cg_runs.plan(["l1", "gauss"], 2, [{"domains": 2}, {"domains": 4}], alphas=(0.2, 1.0))
     # l1: its own 0.2 (the extra 0.2 is not repeated) and 1.0; gauss has no penalty: 0.0 only
-    want = [{"method": m, "alpha": a, "domains": d, "seed": s}
-            for m, alphas in (("l1", (0.2, 1.0)), ("gauss", (0.0,))) for a in alphas for d in (2, 4) for s in (0, 1)]
+    want = [
+        {"method": m, "alpha": a, "domains": d, "seed": s}
+        for m, alphas in (("l1", (0.2, 1.0)), ("gauss", (0.0,)))
+        for a in alphas
+        for d in (2, 4)
+        for s in (0, 1)
+    ]
     assert runs == want
     assert all(isinstance(r["alpha"], float) for r in runs)
     assert cg_runs.plan(["plain"], 1, [{}]) == [{"method": "plain", "alpha": 0.0, "seed": 0}]
@@ -67,5 +72,8 @@ def test_penalty_pairs_match_the_method_without_penalty(table):
 
 def test_penalty_pairs_of_the_registered_methods():
     assert set(cg_runs.penalty_pairs(list(models.METHODS))) >= {
-        ("cg_vae", "cg_vae_no_sparsity"), ("cg_vae_no_flow", "ivae"), ("cg_vae_fd", "cg_vae_no_sparsity")}
+        ("cg_vae", "cg_vae_no_sparsity"),
+        ("cg_vae_no_flow", "ivae"),
+        ("cg_vae_fd", "cg_vae_no_sparsity"),
+    }
     assert not any("beta_vae" in p or "cg_vae_flow1" in p for p in cg_runs.penalty_pairs(list(models.METHODS)))

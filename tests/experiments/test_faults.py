@@ -23,13 +23,33 @@ from experiments import criteria_hierarchy, framework
 from mechind.core import report
 from tests.experiments.test_framework import TOY
 
-ARGS = ["-m", "experiments.ivae_segments", "--segments", "2", "3", "--methods", "ivae", "--seeds", "2",
-        "--num-steps", "400", "--chunk-steps", "4", "--no-progress"]
+ARGS = [
+    "-m",
+    "experiments.ivae_segments",
+    "--segments",
+    "2",
+    "3",
+    "--methods",
+    "ivae",
+    "--seeds",
+    "2",
+    "--num-steps",
+    "400",
+    "--chunk-steps",
+    "4",
+    "--no-progress",
+]
 
 
 def _cli(out: Path, **kw) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, *ARGS, "--out", str(out)], capture_output=True, text=True, check=True,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"}, **kw)
+    return subprocess.run(
+        [sys.executable, *ARGS, "--out", str(out)],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        **kw,
+    )
 
 
 def _newer_checkpoint(folder: Path, since: float) -> bool:
@@ -41,7 +61,7 @@ def _newer_checkpoint(folder: Path, since: float) -> bool:
 
 
 def _tables(md: str) -> str:
-    return md[md.index("MCC (mean"):]  # the header holds wall times
+    return md[md.index("MCC (mean") :]  # the header holds wall times
 
 
 @pytest.mark.slow  # about 40 s: three CLI invocations of two groups each
@@ -49,8 +69,12 @@ def test_sigkill_mid_chunk_then_rerun_gives_the_uninterrupted_table(tmp_path):
     clean = tmp_path / "clean"
     _cli(clean)
     killed = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, *ARGS, "--out", str(killed)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    proc = subprocess.Popen(
+        [sys.executable, *ARGS, "--out", str(killed)],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     # kill once the first group is in results.jsonl and the second has checkpointed a chunk:
     # the second group is then in the middle of its 100 chunks
     deadline = time.time() + 300
@@ -72,6 +96,7 @@ def test_sigkill_mid_chunk_then_rerun_gives_the_uninterrupted_table(tmp_path):
 
 
 # --- in-process cases: a toy experiment (tests/experiments/test_framework.py) ---------------
+
 
 def _toy_args(out: Path, *extra: str) -> list[str]:
     return ["--out", str(out), "--no-progress", "--steps", "20", "--chunk-steps", "20", *extra]
@@ -114,12 +139,15 @@ def _copy(src: Path, dst: Path) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("bad, says", [
-    (["--max-runs-per-call", "0"], "--max-runs-per-call: must be >= 1, got 0"),
-    (["--max-runs-per-call", "-1"], "--max-runs-per-call: must be >= 1, got -1"),
-    (["--steps", "20.5"], "invalid int value: '20.5'"),
-    (["--lrs", "-1"], "--lrs must be > 0"),
-])
+@pytest.mark.parametrize(
+    "bad, says",
+    [
+        (["--max-runs-per-call", "0"], "--max-runs-per-call: must be >= 1, got 0"),
+        (["--max-runs-per-call", "-1"], "--max-runs-per-call: must be >= 1, got -1"),
+        (["--steps", "20.5"], "invalid int value: '20.5'"),
+        (["--lrs", "-1"], "--lrs must be > 0"),
+    ],
+)
 def test_bad_options_are_one_line_before_any_work(bad, says, tmp_path, capsys):
     line = _fails(capsys, TOY.main, [*_toy_args(tmp_path / "o"), *bad])
     assert says in line and not (tmp_path / "o").exists()
@@ -132,8 +160,9 @@ def test_out_that_is_a_file_or_under_one_is_one_line_and_the_file_is_untouched(t
     assert "is a file, not a folder" in _fails(capsys, TOY.main, _toy_args(victim))
     assert "a part of that path is a file" in _fails(capsys, TOY.main, _toy_args(victim / "sub"))
     assert "is a file, not a folder" in _fails(capsys, criteria_hierarchy.main, ["--out", str(victim)])
-    assert "is a file, not a folder" in _fails(capsys, main_job.main, ["--only", "criteria_hierarchy", "--out",
-                                                                     str(victim)])
+    assert "is a file, not a folder" in _fails(
+        capsys, main_job.main, ["--only", "criteria_hierarchy", "--out", str(victim)]
+    )
     assert _snapshot(victim) == before
     # the main job checks every part's folder before the first part runs
     job = tmp_path / "job"
@@ -159,8 +188,11 @@ def test_an_unwritable_out_is_one_line_before_any_work(tmp_path, capsys, monkeyp
     group = tmp_path / "p" / "checkpoints" / "0123abcd"
     group.mkdir(parents=True)
     monkeypatch.setattr(report, "probe_writable", lambda f: read_only(f) if f == group else real(f))
-    assert _fails(capsys, TOY.main, _toy_args(tmp_path / "p")) == \
-        f"error: {group} (under --out) is not writable (Read-only file system); make it writable or pick another --out"
+    assert (
+        _fails(capsys, TOY.main, _toy_args(tmp_path / "p"))
+        == f"error: {group} (under --out) is not writable (Read-only file system); "
+        "make it writable or pick another --out"
+    )
     if os.geteuid() == 0:  # a folder that cannot be created at all (only root sees /sys so)
         assert "cannot be created" in _fails(capsys, TOY.main, _toy_args(Path("/sys/mechind-test/o")))
 
@@ -182,10 +214,10 @@ def test_a_folder_in_use_is_refused_with_the_holders_pid(toy_done, tmp_path, cap
     # flock locks belong to an open file, so this process holding the lock is another run
     with report.locked_folder(out):
         line = _fails(capsys, TOY.main, _toy_args(out))
-        assert line == (f"error: {out} is in use by another run (pid {os.getpid()}); wait for it or pick "
-                        "another --out")
-    assert {p: h for p, h in _snapshot(out).items() if p.name != ".lock"} == \
-        {p: h for p, h in before.items() if p.name != ".lock"}
+        assert line == (f"error: {out} is in use by another run (pid {os.getpid()}); wait for it or pick another --out")
+    assert {p: h for p, h in _snapshot(out).items() if p.name != ".lock"} == {
+        p: h for p, h in before.items() if p.name != ".lock"
+    }
     TOY.main(_toy_args(out))  # released: the folder is usable again
 
 
@@ -193,13 +225,16 @@ def test_results_of_another_run_layout_are_not_mixed(tmp_path, capsys):
     out = tmp_path / "o"
     first = TOY.main(_toy_args(out, "--max-runs-per-call", "1", "--seeds", "1"))
     assert {r["run_layout"]["runs_per_call"] for r in first["records"]} == {1}
-    assert all(r["run_layout"]["devices"] >= 1 and r["run_layout"]["backend"] and r["run_layout"]["jax"]
-               for r in first["records"])
+    assert all(
+        r["run_layout"]["devices"] >= 1 and r["run_layout"]["backend"] and r["run_layout"]["jax"]
+        for r in first["records"]
+    )
     before = _snapshot(out)
     line = _fails(capsys, TOY.main, _toy_args(out, "--seeds", "1"))  # default: both runs in one call
     assert "computed under another layout" in line and "1 runs per call" in line and "2 runs per call" in line
-    assert {p: h for p, h in _snapshot(out).items() if p.name != ".lock"} == \
-        {p: h for p, h in before.items() if p.name != ".lock"}
+    assert {p: h for p, h in _snapshot(out).items() if p.name != ".lock"} == {
+        p: h for p, h in before.items() if p.name != ".lock"
+    }
     again = TOY.main(_toy_args(out, "--max-runs-per-call", "1", "--seeds", "1"))  # the same layout reuses them
     assert again["records"] == first["records"]
 
@@ -255,9 +290,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _toy_proc(out: Path, *extra: str, **kw) -> subprocess.Popen:
-    return subprocess.Popen([*TOY_CMD, "--out", str(out), "--no-progress", *extra], cwd=ROOT, text=True,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            env={**os.environ, "JAX_PLATFORMS": "cpu"}, **kw)
+    return subprocess.Popen(
+        [*TOY_CMD, "--out", str(out), "--no-progress", *extra],
+        cwd=ROOT,
+        text=True,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+        **kw,
+    )
 
 
 def _wait_for_checkpoint(proc: subprocess.Popen, out: Path, timeout: float = 120) -> None:
@@ -330,11 +371,18 @@ def test_a_read_only_out_after_a_partial_run_is_one_line_at_once(tmp_path):
     try:
         before = _snapshot(out)
         t0 = time.time()
-        done = subprocess.run([*prefix, *TOY_CMD, "--out", str(out), "--no-progress", "--steps", "400",
-                               "--chunk-steps", "1"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+        done = subprocess.run(
+            [*prefix, *TOY_CMD, "--out", str(out), "--no-progress", "--steps", "400", "--chunk-steps", "1"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert time.time() - t0 < 60 and done.returncode == 2, done.stderr  # not orbax's 5-minute timeout
-        assert done.stderr == f"error: --out {out} is not writable (Permission denied); make it writable or " \
-                              "pick another --out\n"
+        assert (
+            done.stderr == f"error: --out {out} is not writable (Permission denied); make it writable or "
+            "pick another --out\n"
+        )
         assert _snapshot(out) == before
     finally:
         for p in [out, *out.rglob("*")]:
@@ -342,20 +390,29 @@ def test_a_read_only_out_after_a_partial_run_is_one_line_at_once(tmp_path):
 
 
 @pytest.mark.slow  # one interpreter per command (about 3 s each)
-@pytest.mark.parametrize("argv, says", [
-    (["-m", "experiments.criteria_hierarchy", "--tol", "-1"], "--tol: tol must be a positive"),
-    (["-m", "experiments.mechind_overlap", "--max-runs-per-call", "0"], "must be >= 1, got 0"),
-    (["-m", "experiments.mechanism_sparsity", "--num-steps", "20.5"], "invalid int value"),
-    (["-m", "experiments", "--only", "criteria_hierarchy", "--out", "{file}"], "is a file, not a folder"),
-    (["-m", "experiments.criteria_hierarchy", "--out", "{file}"], "is a file, not a folder"),
-    (["-m", "experiments.mechind_overlap", "--out", "{file}/sub"], "a part of that path is a file"),
-])
+@pytest.mark.parametrize(
+    "argv, says",
+    [
+        (["-m", "experiments.criteria_hierarchy", "--tol", "-1"], "--tol: tol must be a positive"),
+        (["-m", "experiments.mechind_overlap", "--max-runs-per-call", "0"], "must be >= 1, got 0"),
+        (["-m", "experiments.mechanism_sparsity", "--num-steps", "20.5"], "invalid int value"),
+        (["-m", "experiments", "--only", "criteria_hierarchy", "--out", "{file}"], "is a file, not a folder"),
+        (["-m", "experiments.criteria_hierarchy", "--out", "{file}"], "is a file, not a folder"),
+        (["-m", "experiments.mechind_overlap", "--out", "{file}/sub"], "a part of that path is a file"),
+    ],
+)
 def test_command_lines_say_what_is_wrong_in_one_line(argv, says, tmp_path):
     victim = tmp_path / "victim.npz"
     victim.write_bytes(b"the user's data")
     argv = [a.replace("{file}", str(victim)) for a in argv]
-    done = subprocess.run([sys.executable, *argv], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "JAX_PLATFORMS": "cpu"})
+    done = subprocess.run(
+        [sys.executable, *argv],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu"},
+    )
     assert done.returncode == 2 and "Traceback" not in done.stderr
     assert says in done.stderr.strip().splitlines()[-1], done.stderr
     assert victim.read_bytes() == b"the user's data"
@@ -365,12 +422,18 @@ def test_command_lines_say_what_is_wrong_in_one_line(argv, says, tmp_path):
 def test_results_of_another_device_count_are_not_mixed(toy_done, tmp_path):
     out = _copy(toy_done, tmp_path / "o")
     before = _snapshot(out)
-    two = subprocess.run([*TOY_CMD, *_toy_args(out)], cwd=ROOT, capture_output=True, text=True, timeout=120,
-                         env={**os.environ, "JAX_PLATFORMS": "cpu",
-                              "XLA_FLAGS": "--xla_force_host_platform_device_count=2"})
+    two = subprocess.run(
+        [*TOY_CMD, *_toy_args(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": "--xla_force_host_platform_device_count=2"},
+    )
     assert two.returncode == 2 and "Traceback" not in two.stderr, two.stderr
     line = two.stderr.strip()
     assert "\n" not in line and "computed under another layout (1 cpu device(s)" in line
     assert "this run: 2 cpu device(s)" in line
-    assert {p: h for p, h in _snapshot(out).items() if p.name != ".lock"} == \
-        {p: h for p, h in before.items() if p.name != ".lock"}
+    assert {p: h for p, h in _snapshot(out).items() if p.name != ".lock"} == {
+        p: h for p, h in before.items() if p.name != ".lock"
+    }

@@ -28,11 +28,16 @@ class ToyConfig:
 
 def toy_groups(c: ToyConfig) -> list[sweep.Group]:
     runs = [{"lr": lr, "seed": s} for lr in c.lrs for s in range(c.seeds)]
-    return [sweep.Group(key={"toy": dataclasses.asdict(c) | {"chunk_steps": None}},
-                        make_task=lambda: _toy_task(c.steps),
-                        keys=rng.seed_keys([r["seed"] for r in runs]),
-                        hparams={"lr": jnp.asarray([r["lr"] for r in runs], jnp.float32)}, runs=runs,
-                        finish=lambda m: {"err": float(m["err"])})]
+    return [
+        sweep.Group(
+            key={"toy": dataclasses.asdict(c) | {"chunk_steps": None}},
+            make_task=lambda: _toy_task(c.steps),
+            keys=rng.seed_keys([r["seed"] for r in runs]),
+            hparams={"lr": jnp.asarray([r["lr"] for r in runs], jnp.float32)},
+            runs=runs,
+            finish=lambda m: {"err": float(m["err"])},
+        )
+    ]
 
 
 def toy_report(records, c, out, info) -> str:
@@ -41,16 +46,32 @@ def toy_report(records, c, out, info) -> str:
     return f"# toy ({info['preset']})\n\n{md}"
 
 
-TOY = framework.Experiment("toy", "A toy experiment", "toy doc", ToyConfig,
-                           {"quick": ToyConfig(), "paper": ToyConfig(steps=60)}, toy_groups, toy_report)
+TOY = framework.Experiment(
+    "toy",
+    "A toy experiment",
+    "toy doc",
+    ToyConfig,
+    {"quick": ToyConfig(), "paper": ToyConfig(steps=60)},
+    toy_groups,
+    toy_report,
+)
 
 
 def test_the_command_line_is_derived_from_the_config(capsys):
     with pytest.raises(SystemExit):
         TOY.main(["--help"])
     help_text = capsys.readouterr().out
-    for opt in ("--lrs", "--seeds", "--steps", "--mode {plain,fancy}", "--width", "--chunk-steps", "SGD step sizes",
-                "(default: the preset's)", "toy doc"):
+    for opt in (
+        "--lrs",
+        "--seeds",
+        "--steps",
+        "--mode {plain,fancy}",
+        "--width",
+        "--chunk-steps",
+        "SGD step sizes",
+        "(default: the preset's)",
+        "toy doc",
+    ):
         assert opt in help_text
     ap = framework.argparse.ArgumentParser()
     framework.add_config_args(ap, ToyConfig)

@@ -7,8 +7,22 @@ from mechind.core import metrics, report
 
 @pytest.mark.slow  # 18 s; whole-config keys and resume are also tested on mechind_overlap (test_sweeps)
 def test_end_to_end_resume_and_a_changed_setting_is_not_reused(tmp_path):
-    args = ["--segments", "2", "3", "--methods", "ivae", "--seeds", "2", "--num-steps", "40", "--chunk-steps", "20",
-            "--no-progress", "--out", str(tmp_path)]
+    args = [
+        "--segments",
+        "2",
+        "3",
+        "--methods",
+        "ivae",
+        "--seeds",
+        "2",
+        "--num-steps",
+        "40",
+        "--chunk-steps",
+        "20",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     out = ivae_segments.main(args)
     recs = report.read_jsonl(tmp_path / "results.jsonl")
     assert len(recs) == 2 * 2 and {"mcc", "active_latents", "latent_std", "seed", "segments"} <= set(recs[0])
@@ -36,8 +50,24 @@ def test_bad_cli_values_fail_before_compiling(tmp_path):
 
 @pytest.mark.slow  # 20 s; support_f1 itself is unit-tested in tests/mechind/test_metrics.py
 def test_sparse_variant_reports_support_recovery(tmp_path):
-    out = ivae_segments.main(["--segments", "3", "--methods", "ivae", "cg_vae", "--seeds", "2", "--num-steps", "20",
-                              "--density", "0.5", "--no-progress", "--out", str(tmp_path)])
+    out = ivae_segments.main(
+        [
+            "--segments",
+            "3",
+            "--methods",
+            "ivae",
+            "cg_vae",
+            "--seeds",
+            "2",
+            "--num-steps",
+            "20",
+            "--density",
+            "0.5",
+            "--no-progress",
+            "--out",
+            str(tmp_path),
+        ]
+    )
     recs = out["records"]
     assert all(0 <= r["support_f1"] <= 1 and 0 <= r["structural_sparsity"] <= 5 for r in recs)
     assert "Support recovery" in out["markdown"] and "paired on the seed" in out["markdown"]

@@ -9,9 +9,29 @@ from mechind.core import report, rng
 from mechsparse import data as ms_data
 from mechsparse import train
 
-TINY = ["--latent-dim", "3", "--obs-dim", "6", "--num-train", "256", "--num-val", "64", "--hidden", "8",
-        "--transition-hidden", "8", "--batch-size", "16", "--num-steps", "20", "--chunk-steps", "10", "--seeds", "2",
-        "--no-progress"]
+TINY = [
+    "--latent-dim",
+    "3",
+    "--obs-dim",
+    "6",
+    "--num-train",
+    "256",
+    "--num-val",
+    "64",
+    "--hidden",
+    "8",
+    "--transition-hidden",
+    "8",
+    "--batch-size",
+    "16",
+    "--num-steps",
+    "20",
+    "--chunk-steps",
+    "10",
+    "--seeds",
+    "2",
+    "--no-progress",
+]
 
 
 def test_end_to_end_tables_pairing_and_reuse(tmp_path):
@@ -40,8 +60,17 @@ def test_end_to_end_tables_pairing_and_reuse(tmp_path):
         assert {g.id for g in ms.build_groups(cfg)}.isdisjoint(g.id for g in ms.build_groups(other))
 
 
-@pytest.mark.parametrize("bad", [["--coeffs", "-1"], ["--bound-ratios", "-0.5"], ["--action-graph", "lower"],
-                                 ["--kinds", "space"], ["--seeds", "0"], ["--latent-dim", "30"]])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        ["--coeffs", "-1"],
+        ["--bound-ratios", "-0.5"],
+        ["--action-graph", "lower"],
+        ["--kinds", "space"],
+        ["--seeds", "0"],
+        ["--latent-dim", "30"],
+    ],
+)
 def test_bad_settings_fail_before_compiling(tmp_path, bad):
     with pytest.raises(SystemExit) as e:
         ms.main(TINY + ["--out", str(tmp_path)] + bad)
@@ -56,8 +85,15 @@ def test_defaults_live_in_the_pipeline():
     assert ms.Config().train_config("action") == train.Config(data=ms_data.Spec("action", "cyclic"))
     assert ms.Config().train_config("time") == train.Config(data=ms_data.Spec("time", "lower"))
     quick = ms.PRESETS["quick"].train_config("action")
-    assert quick == train.Config(data=ms_data.Spec("action", "cyclic"), num_steps=20_000, hidden=(128, 128),
-                                 transition_hidden=(32, 32), batch_size=32, lr=3e-3, mask_lr_mult=2.0)
+    assert quick == train.Config(
+        data=ms_data.Spec("action", "cyclic"),
+        num_steps=20_000,
+        hidden=(128, 128),
+        transition_hidden=(32, 32),
+        batch_size=32,
+        lr=3e-3,
+        mask_lr_mult=2.0,
+    )
     fields = {f.name for f in dataclasses.fields(ms.Config)}
     pipeline = {f.name for f in dataclasses.fields(train.Config)} | {f.name for f in dataclasses.fields(ms_data.Spec)}
     own = {"kinds", "action_graph", "time_graph", "coeffs", "bound_ratios", "seeds", "chunk_steps"}

@@ -9,8 +9,27 @@ from mechind.core import report
 
 
 def test_mechind_overlap_end_to_end_and_resume(tmp_path):
-    args = ["--preset", "quick", "--ks", "2", "--overlaps", "0", "0.5", "--lams", "0", "1", "--seeds", "2",
-            "--num-steps", "30", "--chunk-steps", "15", "--no-progress", "--out", str(tmp_path)]
+    args = [
+        "--preset",
+        "quick",
+        "--ks",
+        "2",
+        "--overlaps",
+        "0",
+        "0.5",
+        "--lams",
+        "0",
+        "1",
+        "--seeds",
+        "2",
+        "--num-steps",
+        "30",
+        "--chunk-steps",
+        "15",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     out = mechind_overlap.main(args)
     recs = report.read_jsonl(tmp_path / "results.jsonl")
     assert len(recs) == 2 * 2 * 2  # overlaps x lambdas x seeds
@@ -38,22 +57,40 @@ def test_mechind_overlap_end_to_end_and_resume(tmp_path):
     path.write_text("".join(lines[:-1]) + lines[-1][: len(lines[-1]) // 2])
     with pytest.warns(UserWarning, match="cut short"):
         again = mechind_overlap.main(args)
-    tables = lambda md: md[md.index("SIS (mean"):]  # noqa: E731  (the header holds wall times)
+    tables = lambda md: md[md.index("SIS (mean") :]  # noqa: E731  (the header holds wall times)
     assert tables(again["markdown"]) == tables(out["markdown"])
     assert len(report.unique_records(report.read_jsonl(path))) == 8
 
     # a changed setting outside the old hand-written key (here the latent normalisation's
     # reference size) is a different group: nothing is reused
     base = mechind_overlap.build_groups([2], [0.0], [0.0], [0], mechind_overlap.train.SlotConfig(num_steps=30))
-    other = mechind_overlap.build_groups([2], [0.0], [0.0], [0],
-                                         mechind_overlap.train.SlotConfig(num_steps=30, norm_ref=4096))
+    other = mechind_overlap.build_groups(
+        [2], [0.0], [0.0], [0], mechind_overlap.train.SlotConfig(num_steps=30, norm_ref=4096)
+    )
     assert base[0].id != other[0].id
 
 
 @pytest.mark.slow  # restart keys and selection are unit-tested in tests/mechind/test_train.py
 def test_mechind_overlap_restarts_train_all_and_report_the_best(tmp_path):
-    args = ["--preset", "quick", "--ks", "2", "--overlaps", "0", "--lams", "1", "--seeds", "2", "--restarts", "2",
-            "--num-steps", "30", "--no-progress", "--out", str(tmp_path)]
+    args = [
+        "--preset",
+        "quick",
+        "--ks",
+        "2",
+        "--overlaps",
+        "0",
+        "--lams",
+        "1",
+        "--seeds",
+        "2",
+        "--restarts",
+        "2",
+        "--num-steps",
+        "30",
+        "--no-progress",
+        "--out",
+        str(tmp_path),
+    ]
     out = mechind_overlap.main(args)
     recs = report.read_jsonl(tmp_path / "results.jsonl")
     assert sorted((r["seed"], r["restart"]) for r in recs) == [(0, 0), (0, 1), (1, 0), (1, 1)]
@@ -77,11 +114,18 @@ def test_settings_override_the_pipeline_config_by_its_own_names():
     quick, paper = mechind_overlap.PRESETS["quick"], mechind_overlap.PRESETS["paper"]
     assert quick.slot_config() == train.SlotConfig(num_steps=6_000, num_train=10_000, num_val=2_000)
     assert paper.slot_config() == train.SlotConfig()
-    changed = mechind_overlap.Config(num_steps=40, layout="shared", dependent=True, decoder="additive",
-                                     latent_norm="none")
-    assert changed.slot_config() == train.SlotConfig(num_steps=40, num_train=10_000, num_val=2_000,
-                                                     layout="shared", dependent=True, decoder="additive",
-                                                     latent_norm="none")
+    changed = mechind_overlap.Config(
+        num_steps=40, layout="shared", dependent=True, decoder="additive", latent_norm="none"
+    )
+    assert changed.slot_config() == train.SlotConfig(
+        num_steps=40,
+        num_train=10_000,
+        num_val=2_000,
+        layout="shared",
+        dependent=True,
+        decoder="additive",
+        latent_norm="none",
+    )
     with pytest.raises(ValueError, match="--num-steps must be >= 1"):
         mechind_overlap.Config(num_steps=0)
 

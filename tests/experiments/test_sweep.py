@@ -10,14 +10,21 @@ from experiments import mechind_overlap, sweep
 def test_group_labels_name_what_differs():
     base = mechind_overlap.train.SlotConfig(num_steps=30)
     groups = mechind_overlap.build_groups([2, 3], [0.0], [0.0, 0.5], [0], base)
-    assert sweep.group_labels(groups) == ["K 2, overlap 0.0", "K 2, overlap 0.5", "K 3, overlap 0.0",
-                                          "K 3, overlap 0.5"]
+    assert sweep.group_labels(groups) == [
+        "K 2, overlap 0.0",
+        "K 2, overlap 0.5",
+        "K 3, overlap 0.0",
+        "K 3, overlap 0.5",
+    ]
     assert sweep.group_labels(groups[:1]) == [f"id {groups[0].id}"]
 
 
 def test_paired_differences_and_wilcoxon_closed_form():
-    recs = [{"alpha": a, "domains": 2, "seed": s, "mcc": 0.5 + s / 10 + (a > 0) * (s + 1) / 100, "failed": False}
-            for a in (0.0, 0.1) for s in range(5)]
+    recs = [
+        {"alpha": a, "domains": 2, "seed": s, "mcc": 0.5 + s / 10 + (a > 0) * (s + 1) / 100, "failed": False}
+        for a in (0.0, 0.1)
+        for s in range(5)
+    ]
     recs.append({"alpha": 0.1, "domains": 2, "seed": 9, "mcc": 0.9, "failed": False})  # no baseline: unpaired
     recs.append({"alpha": 0.0, "domains": 4, "seed": 0, "mcc": 0.1, "failed": False})  # no alpha run: no cell
     cells = sweep.paired_differences(recs, "alpha", "domains", "mcc", 0.0)
@@ -38,8 +45,16 @@ def test_pivot_and_table_from_records():
     assert "0.200 ± 0.100" in md and "(n=2)" in csv
 
 
-@pytest.mark.parametrize("module", ["experiments", "experiments.mechind_overlap", "experiments.cg_benchmark",
-                                    "experiments.criteria_hierarchy", "experiments.bench"])
+@pytest.mark.parametrize(
+    "module",
+    [
+        "experiments",
+        "experiments.mechind_overlap",
+        "experiments.cg_benchmark",
+        "experiments.criteria_hierarchy",
+        "experiments.bench",
+    ],
+)
 def test_help(module):
     out = subprocess.run([sys.executable, "-m", module, "--help"], capture_output=True, text=True, check=True)
     assert "--out" in out.stdout

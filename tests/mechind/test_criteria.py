@@ -10,8 +10,12 @@ SLOTS = (2, 2)
 
 
 def disjoint(z):  # slot A -> rows 0..2, slot B -> rows 3..5
-    return jnp.concatenate([jnp.tanh(jnp.array([[1.0, 2.0], [0.5, -1.0], [1.0, 1.0]]) @ z[:2]),
-                            jnp.tanh(jnp.array([[1.0, -2.0], [0.3, 1.0], [2.0, 1.0]]) @ z[2:])])
+    return jnp.concatenate(
+        [
+            jnp.tanh(jnp.array([[1.0, 2.0], [0.5, -1.0], [1.0, 1.0]]) @ z[:2]),
+            jnp.tanh(jnp.array([[1.0, -2.0], [0.3, 1.0], [2.0, 1.0]]) @ z[2:]),
+        ]
+    )
 
 
 def nested(z):  # supp A = {0, 1} inside supp B = {0, 1, 2}
@@ -60,9 +64,17 @@ def test_type_d_value_counts_shared_rows():
 
 def test_type_s_gap_matches_brute_force():
     """rho- - rho+ over all bases whose directions have 1- or 2-coordinate supports."""
+
     def m_not_s(z):  # a1 {0}, a2 {1,2}, b1 {0,3}, b2 {3,4}
-        return jnp.stack([jnp.tanh(z[0] + 0.7 * z[2]), z[1] + 0.3 * jnp.sin(z[1]), jnp.tanh(z[1]),
-                          jnp.tanh(z[2] - z[3]), z[3] + 0.2 * z[3] ** 3])
+        return jnp.stack(
+            [
+                jnp.tanh(z[0] + 0.7 * z[2]),
+                z[1] + 0.3 * jnp.sin(z[1]),
+                jnp.tanh(z[1]),
+                jnp.tanh(z[2] - z[3]),
+                z[3] + 0.2 * z[3] ** 3,
+            ]
+        )
 
     for gen, expect in [(m_not_s, 0.0), (disjoint, None), (additive, 0.0)]:
         res = criteria.evaluate("type_s", gen, Z[:2], SLOTS)
@@ -72,8 +84,12 @@ def test_type_s_gap_matches_brute_force():
             cols = [set(np.nonzero(supp[:, j])[0]) for j in range(4)]
             rho_plus = sum(len(c) for c in cols)
             # misaligned: replace e_i by e_i + e_j with slot(j) != slot(i)
-            rho_minus = min(rho_plus - len(cols[i]) + len(cols[i] | cols[j])
-                            for i in range(4) for j in range(4) if (i < 2) != (j < 2))
+            rho_minus = min(
+                rho_plus - len(cols[i]) + len(cols[i] | cols[j])
+                for i in range(4)
+                for j in range(4)
+                if (i < 2) != (j < 2)
+            )
             assert float(res.value[b]) == rho_minus - rho_plus
             if expect is not None:
                 assert float(res.value[b]) == expect

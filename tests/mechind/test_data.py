@@ -7,8 +7,10 @@ from mechind import criteria, data, graph
 from mechind.core import datasets, derivatives
 
 
-@pytest.mark.parametrize("layout, k, overlap", [("chain", 2, 0.0), ("chain", 3, 0.25), ("chain", 5, 0.5),
-                                                 ("shared", 3, 0.2), ("shared", 2, 0.5)])
+@pytest.mark.parametrize(
+    "layout, k, overlap",
+    [("chain", 2, 0.0), ("chain", 3, 0.25), ("chain", 5, 0.5), ("shared", 3, 0.2), ("shared", 2, 0.5)],
+)
 def test_realised_support_is_exactly_the_prescribed_one(layout, k, overlap):
     d = data.make_slot_data(jax.random.PRNGKey(k), data.SlotSpec(k, 3, 20, overlap, layout=layout), 64)
     jac = derivatives.jacobian(d.generator, d.z.reshape(64, -1))
@@ -74,16 +76,19 @@ def test_noise_is_explicit():
     assert 0.08 < resid.std() < 0.12
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(num_slots=0), "num_slots"),
-    (dict(overlap=1.0), "overlap must lie in \\[0, 1\\)"),
-    (dict(overlap=-0.1), "overlap must lie in \\[0, 1\\)"),
-    (dict(overlap=0.6), "<= 0.5 for layout='chain'"),
-    (dict(obs_per_slot=2), "too small for an invertible generator"),
-    (dict(layout="ring"), "layout"),
-    (dict(noise_std=-1.0), "noise_std"),
-    (dict(num_slots=3, layout="shared", overlap=0.75, obs_per_slot=4), "too small for an invertible generator"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(num_slots=0), "num_slots"),
+        (dict(overlap=1.0), "overlap must lie in \\[0, 1\\)"),
+        (dict(overlap=-0.1), "overlap must lie in \\[0, 1\\)"),
+        (dict(overlap=0.6), "<= 0.5 for layout='chain'"),
+        (dict(obs_per_slot=2), "too small for an invertible generator"),
+        (dict(layout="ring"), "layout"),
+        (dict(noise_std=-1.0), "noise_std"),
+        (dict(num_slots=3, layout="shared", overlap=0.75, obs_per_slot=4), "too small for an invertible generator"),
+    ],
+)
 def test_bad_spec(kw, match):
     args = dict(num_slots=2, slot_dim=3, obs_per_slot=20, overlap=0.0, layout="chain")
     args.update(kw)
@@ -98,9 +103,17 @@ def test_slots_is_a_registered_dataset_whose_draw_is_the_mixing_of_its_latents()
     ds = datasets.make("slots", num_slots=2, overlap=0.25)
     assert isinstance(ds, data.SlotSpec) and ds == data.SlotSpec(2, overlap=0.25)
     assert "slots" in datasets.names() and ds.name == "slots" and ds.traceable and ds.version == 1
-    assert ds.describe() == {"dataset": "slots", "dataset_version": 1, "num_slots": 2, "slot_dim": 3,
-                             "obs_per_slot": 20, "overlap": 0.25, "layout": "chain", "dependent": False,
-                             "noise_std": 0.0}
+    assert ds.describe() == {
+        "dataset": "slots",
+        "dataset_version": 1,
+        "num_slots": 2,
+        "slot_dim": 3,
+        "obs_per_slot": 20,
+        "overlap": 0.25,
+        "layout": "chain",
+        "dependent": False,
+        "noise_std": 0.0,
+    }
     key = jax.random.PRNGKey(11)
     d = jax.jit(ds.sample, static_argnums=1)(key, 50)
     assert set(d) == {"x", "z", "support"}

@@ -17,7 +17,7 @@ def _contrast_loop(jac, sizes):
     total = 0.0
     for b in range(jac.shape[0]):
         for n in range(jac.shape[1]):
-            norms = [np.linalg.norm(jac[b, n, edges[k]:edges[k + 1]]) for k in range(len(sizes))]
+            norms = [np.linalg.norm(jac[b, n, edges[k] : edges[k + 1]]) for k in range(len(sizes))]
             total += sum(norms[i] * norms[j] for i, j in itertools.combinations(range(len(sizes)), 2))
     return total / jac.shape[0]
 
@@ -57,16 +57,22 @@ def test_decoder_contrast_and_its_gradient_against_finite_differences(x64):
     np.testing.assert_allclose(jnp.sum(gz * dz), fd, rtol=1e-5)
     gp = jax.grad(cc_exact)(params, z)
     dp = jax.tree.map(lambda p: jax.random.normal(jax.random.PRNGKey(3), p.shape), params)
-    fdp = (cc_exact(jax.tree.map(lambda p, d: p + h * d, params, dp), z)
-           - cc_exact(jax.tree.map(lambda p, d: p - h * d, params, dp), z)) / (2 * h)
-    np.testing.assert_allclose(sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(gp), jax.tree.leaves(dp))),
-                               fdp, rtol=1e-5)
+    fdp = (
+        cc_exact(jax.tree.map(lambda p, d: p + h * d, params, dp), z)
+        - cc_exact(jax.tree.map(lambda p, d: p - h * d, params, dp), z)
+    ) / (2 * h)
+    np.testing.assert_allclose(
+        sum(jnp.sum(a * b) for a, b in zip(jax.tree.leaves(gp), jax.tree.leaves(dp))), fdp, rtol=1e-5
+    )
 
 
 def test_contrast_jit_equals_eager():
     jac = jax.random.normal(jax.random.PRNGKey(0), (3, 5, 6))
-    np.testing.assert_allclose(jax.jit(losses.compositional_contrast, static_argnums=1)(jac, (3, 3)),
-                               losses.compositional_contrast(jac, (3, 3)), rtol=1e-6)
+    np.testing.assert_allclose(
+        jax.jit(losses.compositional_contrast, static_argnums=1)(jac, (3, 3)),
+        losses.compositional_contrast(jac, (3, 3)),
+        rtol=1e-6,
+    )
 
 
 def test_bad_input():
@@ -106,8 +112,9 @@ def test_scale_invariant_contrast_ignores_rescaled_latents_raw_one_does_not():
     # and rescaling an observed coordinate changes nothing either
     obs = jnp.array([1.0, 50.0, 0.01, 3.0])
     jac_o, zs_o, xs_o = _standardized_stats(lambda w: obs * _hand_decoder(w), z)
-    np.testing.assert_allclose(losses.contrast_share(losses.standardize_jacobian(jac_o, zs_o, xs_o), sizes),
-                               share, rtol=1e-4)
+    np.testing.assert_allclose(
+        losses.contrast_share(losses.standardize_jacobian(jac_o, zs_o, xs_o), sizes), share, rtol=1e-4
+    )
 
 
 def test_contrast_share_known_values():

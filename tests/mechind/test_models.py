@@ -21,5 +21,9 @@ def test_additive_decoder_is_a_sum_of_slot_mlps():
     # slot 1's coordinates never change slot 0's contribution: moving them moves x by
     # exactly slot 1's MLP difference
     z2 = z.at[:, 3:].add(0.7)
-    np.testing.assert_allclose(np.asarray(dec.apply({"params": p}, z2) - dec.apply({"params": p}, z)),
-                               np.asarray(slot_mlp(1, z2[:, 3:]) - slot_mlp(1, z[:, 3:])), rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(dec.apply({"params": p}, z2) - dec.apply({"params": p}, z)),
+        np.asarray(slot_mlp(1, z2[:, 3:]) - slot_mlp(1, z[:, 3:])),
+        rtol=1e-4,
+        atol=1e-5,
+    )

@@ -13,8 +13,9 @@ import pytest
 from mechind import losses, models, train
 from mechind.core import datasets, metrics, rng, runner, training
 
-SMALL = train.SlotConfig(num_slots=2, overlap=0.0, hidden=(16, 16), num_train=512, num_val=100,
-                         num_steps=40, batch_size=32)
+SMALL = train.SlotConfig(
+    num_slots=2, overlap=0.0, hidden=(16, 16), num_train=512, num_val=100, num_steps=40, batch_size=32
+)
 
 
 def _group(cfg, seeds, lams, lrs=None, **kw):
@@ -99,18 +100,21 @@ def test_max_runs_per_call_splits_without_changing_results():
     np.testing.assert_allclose(split.final_loss, whole.final_loss, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kw, match", [
-    (dict(num_slots=0), "num_slots"),
-    (dict(overlap=1.0), "overlap must lie in"),
-    (dict(overlap=-0.2), "overlap must lie in"),
-    (dict(lam=-1.0), "lam must be >= 0"),
-    (dict(obs_per_slot=2), "too small for an invertible generator"),
-    (dict(lr=0.0), "lr must be > 0"),
-    (dict(num_train=10, batch_size=64), "num_train"),
-    (dict(decoder="conv"), "decoder"),
-    (dict(latent_norm="layer"), "latent_norm"),
-    (dict(lam_warmup=1.5), "lam_warmup"),
-])
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(num_slots=0), "num_slots"),
+        (dict(overlap=1.0), "overlap must lie in"),
+        (dict(overlap=-0.2), "overlap must lie in"),
+        (dict(lam=-1.0), "lam must be >= 0"),
+        (dict(obs_per_slot=2), "too small for an invertible generator"),
+        (dict(lr=0.0), "lr must be > 0"),
+        (dict(num_train=10, batch_size=64), "num_train"),
+        (dict(decoder="conv"), "decoder"),
+        (dict(latent_norm="layer"), "latent_norm"),
+        (dict(lam_warmup=1.5), "lam_warmup"),
+    ],
+)
 def test_bad_config_raises_before_compiling(kw, match):
     with pytest.raises(ValueError, match=match):
         train.SlotConfig(**kw)
@@ -134,8 +138,14 @@ SHARD_SCRIPT = textwrap.dedent("""
 
 def _run_with_devices(n):
     env = dict(os.environ, XLA_FLAGS=f"--xla_force_host_platform_device_count={n}", JAX_PLATFORMS="cpu")
-    out = subprocess.run([sys.executable, "-c", SHARD_SCRIPT], env=env, capture_output=True, text=True,
-                         check=True, cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))))
+    out = subprocess.run(
+        [sys.executable, "-c", SHARD_SCRIPT],
+        env=env,
+        capture_output=True,
+        text=True,
+        check=True,
+        cwd=os.path.dirname(os.path.dirname(os.path.dirname(__file__))),
+    )
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
@@ -203,15 +213,18 @@ def test_torch_init_matches_pytorch_linear_statistics():
 
 def test_restarts_share_data_and_batches_and_selection_takes_the_lowest_objective():
     task = train.make_task(SMALL, with_contrast=True)
-    res = runner.run_group(task, rng.seed_keys([0, 0, 0]), train.hparams([1.0] * 3, [SMALL.lr] * 3, [0, 1, 2]),
-                           progress=False)
+    res = runner.run_group(
+        task, rng.seed_keys([0, 0, 0]), train.hparams([1.0] * 3, [SMALL.lr] * 3, [0, 1, 2]), progress=False
+    )
     plain = _group(SMALL, [0], [1.0])
     # restart 0 is the plain run; restarts 1, 2 start elsewhere on the same data
     np.testing.assert_allclose(res.final_loss[0], plain.final_loss[0], rtol=1e-5)
     assert len(set(np.round(res.final_loss, 6))) == 3
     np.testing.assert_array_equal(res.metrics["objective"] > 0, True)
-    recs = [{"seed": 0, "lam": 1.0, "restart": r, "objective": o, "failed": f, "sis": r}
-            for r, o, f in ((0, 0.3, False), (1, 0.1, False), (2, 0.05, True))]
+    recs = [
+        {"seed": 0, "lam": 1.0, "restart": r, "objective": o, "failed": f, "sis": r}
+        for r, o, f in ((0, 0.3, False), (1, 0.1, False), (2, 0.05, True))
+    ]
     recs.append({"seed": 1, "lam": 1.0, "restart": 0, "objective": 0.9, "failed": False, "sis": 9})
     best = train.select_restarts(recs, ("seed", "lam"))
     assert [r["sis"] for r in best] == [1, 9]  # the failed run is not chosen despite its objective
@@ -222,8 +235,9 @@ def test_loss_is_testable_alone():
     decoder at the encoded batch (computed here independently from the nets)."""
     cfg = train.SlotConfig(num_slots=2, hidden=(8,), latent_norm="none")
     nets = train.make_nets(cfg)
-    params = models.init_autoencoder(jax.random.PRNGKey(0), nets.enc, nets.dec, cfg.dataset.obs_dim,
-                                     cfg.dataset.latent_dim)
+    params = models.init_autoencoder(
+        jax.random.PRNGKey(0), nets.enc, nets.dec, cfg.dataset.obs_dim, cfg.dataset.latent_dim
+    )
     x = jax.random.normal(jax.random.PRNGKey(1), (5, cfg.dataset.obs_dim))
     z = nets.enc.apply({"params": params["enc"]}, x)
     decode = lambda v: nets.dec.apply({"params": params["dec"]}, v)  # noqa: E731
@@ -236,8 +250,9 @@ def test_loss_is_testable_alone():
     assert float(value) == pytest.approx(mse + 0.5 * expected_cc, rel=1e-5)
 
 
-TINY = train.SlotConfig(num_slots=2, hidden=(8,), num_train=64, num_val=20, num_steps=10, batch_size=8,
-                        lr_drop=0.3, contrast_eval_samples=8)
+TINY = train.SlotConfig(
+    num_slots=2, hidden=(8,), num_train=64, num_val=20, num_steps=10, batch_size=8, lr_drop=0.3, contrast_eval_samples=8
+)
 
 
 def test_make_data_draws_the_dataset_or_takes_the_given_arrays():
@@ -276,7 +291,8 @@ def test_train_step_is_adam_with_a_dropped_lr_on_a_fold_in_minibatch():
     def reference(params, opt, i):
         idx = jax.random.randint(jax.random.fold_in(jax.random.fold_in(rng.key(0), 2), i), (8,), 0, 64)
         value, grads = jax.value_and_grad(lambda p: train.loss(cfg, nets, p, data["x_train"][idx], 0.0, False)[0])(
-            params)
+            params
+        )
         updates, opt = tx.update(grads, opt, params)
         return optax.apply_updates(params, updates), opt, value
 

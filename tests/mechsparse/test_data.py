@@ -9,8 +9,14 @@ import pytest
 from mechind.core import datasets, derivatives, rng
 from mechsparse import data as ms_data
 
-CASES = [("action", "identity"), ("action", "cyclic"), ("action", "random"),
-         ("time", "identity"), ("time", "lower"), ("time", "random")]
+CASES = [
+    ("action", "identity"),
+    ("action", "cyclic"),
+    ("action", "random"),
+    ("time", "identity"),
+    ("time", "lower"),
+    ("time", "random"),
+]
 
 
 def test_named_graphs():
@@ -72,25 +78,29 @@ def test_sample_shapes_standardisation_and_mixing(kind):
     clean = (ms_data.mix(d["weights"], d["z"]) - d["x_mean"]) / d["x_std"]
     np.testing.assert_allclose(np.std(np.asarray(d["x"] - clean)), ms_data.OBS_NOISE_STD, rtol=0.05)
     if kind == "action":  # z = sin(a) + N(0, 0.01²) for the identity graph
-        np.testing.assert_allclose(np.std(np.asarray(d["z"][:, 0] - jnp.sin(d["a"] * 3 / jnp.pi + 0) )[:, 0]),
-                                   ms_data.LATENT_STD, rtol=0.1)
+        np.testing.assert_allclose(
+            np.std(np.asarray(d["z"][:, 0] - jnp.sin(d["a"] * 3 / jnp.pi + 0))[:, 0]), ms_data.LATENT_STD, rtol=0.1
+        )
 
 
 def test_mixing_weights_are_scaled_orthogonal():
     w = ms_data.sample_mixing(jax.random.PRNGKey(0), ms_data.Spec(latent_dim=4, obs_dim=8))
     gram = np.asarray(w[0] @ w[0].T)  # [4, 8]: orthogonal rows
     np.testing.assert_allclose(gram, gram[0, 0] * np.eye(4), atol=1e-5)
-    np.testing.assert_allclose(gram[0, 0], 2 / (1 + 0.2 ** 2) * 2 / 12, rtol=1e-5)
+    np.testing.assert_allclose(gram[0, 0], 2 / (1 + 0.2**2) * 2 / 12, rtol=1e-5)
 
 
-@pytest.mark.parametrize("kw,match", [
-    ({"graph": "lower"}, "graph must be one of"),  # a time graph for action data
-    ({"graph": "nope"}, "graph must be one of"),
-    ({"kind": "space"}, "kind must be one of"),
-    ({"obs_dim": 5}, "obs_dim"),
-    ({"density": 1.5}, "density"),
-    ({"mean": "cubic"}, "mean must be one of"),
-])
+@pytest.mark.parametrize(
+    "kw,match",
+    [
+        ({"graph": "lower"}, "graph must be one of"),  # a time graph for action data
+        ({"graph": "nope"}, "graph must be one of"),
+        ({"kind": "space"}, "kind must be one of"),
+        ({"obs_dim": 5}, "obs_dim"),
+        ({"density": 1.5}, "density"),
+        ({"mean": "cubic"}, "mean must be one of"),
+    ],
+)
 def test_bad_specs_raise(kw, match):
     with pytest.raises(ValueError, match=match):
         ms_data.Spec(**kw)
@@ -103,9 +113,17 @@ def test_registered_dataset_whose_draw_depends_on_the_key_alone():
     assert "mechanism_sparsity" in datasets.names()
     ds = datasets.make("mechanism_sparsity", kind="action", graph="random", latent_dim=8, obs_dim=8)
     assert isinstance(ds, ms_data.Spec) and ds == ms_data.Spec("action", "random", latent_dim=8, obs_dim=8)
-    assert ds.describe() == {"dataset": "mechanism_sparsity", "dataset_version": ms_data.GENERATOR_VERSION,
-                             "kind": "action", "graph": "random", "latent_dim": 8, "obs_dim": 8, "density": 0.3,
-                             "mean": "sin", "heteroscedastic": False}
+    assert ds.describe() == {
+        "dataset": "mechanism_sparsity",
+        "dataset_version": ms_data.GENERATOR_VERSION,
+        "kind": "action",
+        "graph": "random",
+        "latent_dim": 8,
+        "obs_dim": 8,
+        "density": 0.3,
+        "mean": "sin",
+        "heteroscedastic": False,
+    }
     assert ds.traceable
     keys = rng.seed_keys([0, 1])
     d = datasets.draw(ds, keys, 7)  # traced in jax's default random mode

@@ -60,8 +60,9 @@ def test_transition_prior_ignores_masked_parents():
 def test_model_initial_values():
     m = models.Model(obs_dim=6, latent_dim=3, parent_dim=3, hidden=(8,), transition_hidden=(8,))
     params = m.init(jax.random.PRNGKey(0), jnp.zeros(6), jnp.zeros(3))["params"]
-    np.testing.assert_allclose(np.asarray(models.edge_probabilities(params["log_alpha"])), special.expit(5.0),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(models.edge_probabilities(params["log_alpha"])), special.expit(5.0), rtol=1e-6
+    )
     mean0, var0 = m.apply({"params": params}, method=models.Model.initial)
     np.testing.assert_allclose(np.asarray(mean0), 0.0)
     np.testing.assert_allclose(np.asarray(var0), 1.0, rtol=1e-5)
@@ -72,8 +73,9 @@ def test_model_initial_values():
 def test_torch_init_scheme_matches_pytorch_linear_bounds():
     """init_scheme="torch": every weight and bias U(-1/sqrt(fan_in), 1/sqrt(fan_in)), as
     PyTorch's nn.Linear (the reference's) in the encoder, decoder and transition MLPs."""
-    m = models.Model(obs_dim=20, latent_dim=10, parent_dim=10, hidden=(64,), transition_hidden=(32,),
-                     init_scheme="torch")
+    m = models.Model(
+        obs_dim=20, latent_dim=10, parent_dim=10, hidden=(64,), transition_hidden=(32,), init_scheme="torch"
+    )
     p = m.init(jax.random.PRNGKey(0), jnp.zeros(20), jnp.zeros(10))["params"]
     w_enc = np.asarray(p["encoder"]["Dense_0"]["kernel"])  # fan_in 20
     w_tr = np.asarray(p["prior"]["ParallelMLP_0"]["w0"])  # [10, 10, 32], fan_in 10

@@ -12,9 +12,19 @@ from mechind.core import rng, runner, training
 from mechsparse import data as ms_data
 from mechsparse import models, train
 
-TINY = train.Config(data=ms_data.Spec("action", "cyclic", latent_dim=3, obs_dim=6), num_train=512, num_val=64,
-                    hidden=(16,), transition_hidden=(8,), batch_size=32, num_steps=300, lr=3e-3,
-                    mask_lr_mult=20.0, anneal_frac=0.5, dual_lr=0.05)
+TINY = train.Config(
+    data=ms_data.Spec("action", "cyclic", latent_dim=3, obs_dim=6),
+    num_train=512,
+    num_val=64,
+    hidden=(16,),
+    transition_hidden=(8,),
+    batch_size=32,
+    num_steps=300,
+    lr=3e-3,
+    mask_lr_mult=20.0,
+    anneal_frac=0.5,
+    dual_lr=0.05,
+)
 
 
 @pytest.fixture(scope="module")
@@ -68,17 +78,20 @@ def test_one_step_is_adam_with_the_mask_logits_step_scaled(tiny_start):
         idx = jax.random.randint(k_batch, (TINY.batch_size,), 0, TINY.num_train)
         batch = {"x_train": data["x_train"][idx], "a_train": data["a_train"][idx]}
         return jax.grad(train.objective, argnums=2, has_aux=True)(
-            TINY, model, state.params, batch, hp, state.extra, jnp.float32(bound), k_obj)
+            TINY, model, state.params, batch, hp, state.extra, jnp.float32(bound), k_obj
+        )
 
     with rng.fast_compile():  # the runner traces every step in this random mode
         grads, parts = by_hand(state)
     new, _ = jax.jit(task.step)(state, data, hp, jnp.int32(i))
     for name in state.params:
-        step = jax.tree.map(lambda p1, p0: np.asarray(p1, np.float64) - np.asarray(p0, np.float64),
-                            new.params[name], state.params[name])
+        step = jax.tree.map(
+            lambda p1, p0: np.asarray(p1, np.float64) - np.asarray(p0, np.float64), new.params[name], state.params[name]
+        )
         mult = TINY.mask_lr_mult if name == "log_alpha" else 1.0
-        want = jax.tree.map(lambda g: -1e-3 * mult * np.asarray(g, np.float64) / (np.abs(np.asarray(g)) + 1e-8),
-                            grads[name])
+        want = jax.tree.map(
+            lambda g: -1e-3 * mult * np.asarray(g, np.float64) / (np.abs(np.asarray(g)) + 1e-8), grads[name]
+        )
         jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-9), step, want)
     # the constraint is violated (9 expected edges > bound): ascent by dual_lr * defect
     assert float(parts["defect"]) > 0
@@ -103,8 +116,11 @@ def test_elbo_kl_is_the_gaussian_closed_form(kind):
         if kind == "action":
             return kl, (mq[:, 0], vq[:, 0], *model.apply(v, d["a"], mask, method=models.Model.transition)), ()
         z0 = (mq + jnp.sqrt(vq) * jax.random.normal(key, mq.shape))[:, 0]
-        return kl, (mq[:, 1], vq[:, 1], *model.apply(v, z0, mask, method=models.Model.transition)), \
-            (mq[:, 0], vq[:, 0], *model.apply(v, method=models.Model.initial))
+        return (
+            kl,
+            (mq[:, 1], vq[:, 1], *model.apply(v, z0, mask, method=models.Model.transition)),
+            (mq[:, 0], vq[:, 0], *model.apply(v, method=models.Model.initial)),
+        )
 
     kl, q1, q0 = run()
 
@@ -120,8 +136,14 @@ def test_a_given_dataset_is_split_into_training_and_validation():
     given = jax.jit(lambda k: TINY.data.sample(k, TINY.num_train + TINY.num_val))(rng.key(5))
     split = train.make_data(TINY, rng.key(0), given)  # the key is not used: the data are given
     n = TINY.num_train
-    want = {"x_train": given["x"][:n], "a_train": given["a"][:n], "x_val": given["x"][n:], "z_val": given["z"][n:],
-            "a_val": given["a"][n:], "graph": given["graph"]}
+    want = {
+        "x_train": given["x"][:n],
+        "a_train": given["a"][:n],
+        "x_val": given["x"][n:],
+        "z_val": given["z"][n:],
+        "a_val": given["a"][n:],
+        "graph": given["graph"],
+    }
     assert set(split) == set(want)
     for k in want:
         np.testing.assert_array_equal(np.asarray(split[k]), np.asarray(want[k]))
@@ -161,16 +183,19 @@ def test_time_data_trains():
     assert not m["failed"] and np.isfinite(m["final_loss"]) and m["edges_true"] == 6
 
 
-@pytest.mark.parametrize("call,match", [
-    (lambda: train.hparams(TINY, coeffs=[-1.0]), "coefficient must be >= 0"),
-    (lambda: train.hparams(TINY, coeffs=[0.0], bounds=[-2.0]), "bound must lie in"),
-    (lambda: train.hparams(TINY, coeffs=[0.0], bounds=[10.0]), "bound must lie in"),
-    (lambda: train.hparams(TINY, coeffs=[0.0, 1.0], bounds=[3.0]), "same length"),
-    (lambda: TINY.replace(tau=0.0), "tau"),
-    (lambda: TINY.replace(batch_size=1024), "num_train"),
-    (lambda: TINY.replace(anneal_frac=2.0), "anneal_frac"),
-    (lambda: ms_data.Spec("action", "lower"), "graph must be one of"),
-])
+@pytest.mark.parametrize(
+    "call,match",
+    [
+        (lambda: train.hparams(TINY, coeffs=[-1.0]), "coefficient must be >= 0"),
+        (lambda: train.hparams(TINY, coeffs=[0.0], bounds=[-2.0]), "bound must lie in"),
+        (lambda: train.hparams(TINY, coeffs=[0.0], bounds=[10.0]), "bound must lie in"),
+        (lambda: train.hparams(TINY, coeffs=[0.0, 1.0], bounds=[3.0]), "same length"),
+        (lambda: TINY.replace(tau=0.0), "tau"),
+        (lambda: TINY.replace(batch_size=1024), "num_train"),
+        (lambda: TINY.replace(anneal_frac=2.0), "anneal_frac"),
+        (lambda: ms_data.Spec("action", "lower"), "graph must be one of"),
+    ],
+)
 def test_bad_settings_raise_before_compiling(call, match):
     with pytest.raises(ValueError, match=match):
         call()

@@ -31,8 +31,9 @@ def test_block_returns_its_argument():
 
 
 def test_write_adds_the_name_and_machine_and_writes_jsonable_values(tmp_path):
-    path = common.write(tmp_path / "out", "demo", {"rows": [{"t": np.float32(0.5), "v": np.arange(2)}],
-                                                   "nan": float("nan")})
+    path = common.write(
+        tmp_path / "out", "demo", {"rows": [{"t": np.float32(0.5), "v": np.arange(2)}], "nan": float("nan")}
+    )
     assert path == tmp_path / "out" / "demo.json"
     d = json.loads(path.read_text())
     assert list(d) == ["benchmark", "machine", "rows", "nan"]

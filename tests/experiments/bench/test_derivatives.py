@@ -9,13 +9,24 @@ pytest.importorskip("torch")
 
 from experiments.bench import derivatives  # noqa: E402
 
-KEYS = {"what", "d_z", "hidden", "d_x", "batch", "jax_s", "torch_s", "jax_samples_per_s", "torch_samples_per_s",
-        "speedup"}
+KEYS = {
+    "what",
+    "d_z",
+    "hidden",
+    "d_x",
+    "batch",
+    "jax_s",
+    "torch_s",
+    "jax_samples_per_s",
+    "torch_samples_per_s",
+    "speedup",
+}
 
 
 def _check(rows, sizes, batch):
     assert [(r["what"], r["d_z"], r["hidden"], r["d_x"]) for r in rows] == [
-        (what, *s) for s in sizes for what in ("jacobian", "hessian")]
+        (what, *s) for s in sizes for what in ("jacobian", "hessian")
+    ]
     for r in rows:
         assert set(r) == KEYS and r["batch"] == batch and r["jax_s"] > 0 and r["torch_s"] > 0
         assert r["jax_samples_per_s"] == pytest.approx(batch / r["jax_s"])

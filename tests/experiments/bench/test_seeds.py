@@ -16,8 +16,15 @@ def test_smoke_run_json_and_ratios(tmp_path):
     assert d["rows"] == out["rows"] and [r["S"] for r in d["rows"]] == [1, 2]
     t1 = d["rows"][0]["vmapped_s"]
     for r in d["rows"]:
-        assert set(r) == {"S", "vmapped_s", "runner_s", "sequential_s", "ratio_vmapped_over_sequential",
-                          "ratio_runner_over_sequential", "ratio_vmapped_over_one_seed"}
+        assert set(r) == {
+            "S",
+            "vmapped_s",
+            "runner_s",
+            "sequential_s",
+            "ratio_vmapped_over_sequential",
+            "ratio_runner_over_sequential",
+            "ratio_vmapped_over_one_seed",
+        }
         assert r["vmapped_s"] > 0 and r["runner_s"] > 0
         assert r["sequential_s"] == pytest.approx(r["S"] * t1)  # S times the one-seed run
         assert r["ratio_vmapped_over_sequential"] == pytest.approx(r["vmapped_s"] / r["sequential_s"])

@@ -15,8 +15,17 @@ def test_smoke_run_json_and_extrapolation(tmp_path):
     assert d["benchmark"] == "slice" and "machine" in d
     assert d["rows"] == out["rows"] and "extrapolated" in d["note"]
     (r,) = d["rows"]
-    assert set(r) == {"K", "runs", "steps", "compile_s", "train_s", "eval_s", "group_step_ms",
-                      "paper_slice_train_s", "paper_slice_total_s"}
+    assert set(r) == {
+        "K",
+        "runs",
+        "steps",
+        "compile_s",
+        "train_s",
+        "eval_s",
+        "group_step_ms",
+        "paper_slice_train_s",
+        "paper_slice_total_s",
+    }
     assert (r["K"], r["runs"], r["steps"]) == (2, 15, 2)
     per_step = r["train_s"] / 2
     assert r["group_step_ms"] == pytest.approx(1e3 * per_step)

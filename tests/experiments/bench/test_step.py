@@ -13,14 +13,29 @@ from experiments.bench import step  # noqa: E402
 
 @pytest.mark.slow  # compiles slot-training programs for both lambdas and a whole-run group
 def test_smoke_run_json_and_ratios(tmp_path):
-    out = step.main(["--out", str(tmp_path), "--K", "2", "--scan-steps", "2", "--torch-steps", "2",
-                     "--repeats", "1", "--run-steps", "2", "--seeds", "2"])
+    out = step.main(
+        [
+            "--out",
+            str(tmp_path),
+            "--K",
+            "2",
+            "--scan-steps",
+            "2",
+            "--torch-steps",
+            "2",
+            "--repeats",
+            "1",
+            "--run-steps",
+            "2",
+            "--seeds",
+            "2",
+        ]
+    )
     d = json.loads((tmp_path / "step.json").read_text())
     assert d["benchmark"] == "step" and "machine" in d
     assert d["steps"] == out["steps"] and [r["lam"] for r in d["steps"]] == [0.0, 1.0]
     for r in d["steps"]:
-        assert set(r) == {"K", "lam", "jax_step_ms", "torch_step_ms", "scan_steps", "torch_steps", "repeats",
-                          "speedup"}
+        assert set(r) == {"K", "lam", "jax_step_ms", "torch_step_ms", "scan_steps", "torch_steps", "repeats", "speedup"}
         assert (r["K"], r["scan_steps"], r["torch_steps"], r["repeats"]) == (2, 2, 2, 1)
         assert r["jax_step_ms"] > 0 and r["torch_step_ms"] > 0
         assert r["speedup"] == pytest.approx(r["torch_step_ms"] / r["jax_step_ms"])

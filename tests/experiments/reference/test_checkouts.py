@@ -22,8 +22,13 @@ def test_checkout_extracts_head_of_a_bare_git_directory(tmp_path):
     (src / "model").mkdir(parents=True)
     (src / "model" / "ilcm_vae.py").write_text("X = 1\n")
     (src / "big.bin").write_text("large data")
-    env = {**os.environ, "GIT_AUTHOR_NAME": "t", "GIT_AUTHOR_EMAIL": "t@t", "GIT_COMMITTER_NAME": "t",
-           "GIT_COMMITTER_EMAIL": "t@t"}
+    env = {
+        **os.environ,
+        "GIT_AUTHOR_NAME": "t",
+        "GIT_AUTHOR_EMAIL": "t@t",
+        "GIT_COMMITTER_NAME": "t",
+        "GIT_COMMITTER_EMAIL": "t@t",
+    }
     for cmd in (["init", "-q"], ["add", "."], ["commit", "-qm", "x"]):
         subprocess.run(["git", "-C", str(src), *cmd], check=True, env=env)
     tree = checkouts.checkout(src / ".git", tmp_path / "out", checkouts.MECHSPARSE_MARKER, checkouts.MECHSPARSE_PATHS)

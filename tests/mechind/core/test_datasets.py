@@ -47,8 +47,13 @@ def test_a_key_draws_the_same_data_inside_and_outside_a_run():
     from mechind.core import runner
 
     ds, key = ToyLinear(), rng.key(3)
-    task = runner.Task(make_data=lambda k, given: ds.sample(k, 8), init=lambda k, d, h: d["x"].sum(),
-                       step=lambda s, d, h, i: (s, s), evaluate=lambda s, d, h: {"z": d["z"]}, num_steps=1)
+    task = runner.Task(
+        make_data=lambda k, given: ds.sample(k, 8),
+        init=lambda k, d, h: d["x"].sum(),
+        step=lambda s, d, h, i: (s, s),
+        evaluate=lambda s, d, h: {"z": d["z"]},
+        num_steps=1,
+    )
     _, inside = jax.jit(runner.make_train(task))(key, None)
     with jax.threefry_partitionable(True):  # jax's default mode, which the runner does not trace in
         outside = ds.sample(key, 8)["z"]

@@ -114,8 +114,10 @@ def test_forward_difference_is_first_order(x64):
     exact = derivatives.jacobian(fn, x)
     err = [float(jnp.abs(derivatives.finite_difference_jacobian(fn, x, eps=h) - exact).max()) for h in (1e-2, 1e-3)]
     assert 5 < err[0] / err[1] < 20  # O(h)
-    errc = [float(jnp.abs(derivatives.finite_difference_jacobian(fn, x, eps=h, scheme="central") - exact).max())
-            for h in (1e-2, 1e-3)]
+    errc = [
+        float(jnp.abs(derivatives.finite_difference_jacobian(fn, x, eps=h, scheme="central") - exact).max())
+        for h in (1e-2, 1e-3)
+    ]
     assert errc[1] < err[1] / 100  # O(h^2)
 
 
@@ -124,8 +126,9 @@ def test_forward_difference_is_first_order(x64):
 def test_fwd_equals_rev_property(d_in, d_out, seed):
     fn, _ = random_mlp(jax.random.PRNGKey(seed), (d_in, 4, d_out))
     x = jax.random.normal(jax.random.PRNGKey(seed + 1), (3, d_in))
-    np.testing.assert_allclose(derivatives.jacobian(fn, x, "fwd"), derivatives.jacobian(fn, x, "rev"),
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        derivatives.jacobian(fn, x, "fwd"), derivatives.jacobian(fn, x, "rev"), rtol=1e-5, atol=1e-6
+    )
     assert derivatives.choose_mode(d_in, d_out) == ("fwd" if d_in <= d_out else "rev")
 
 

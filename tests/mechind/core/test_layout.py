@@ -6,15 +6,25 @@ import sys
 
 import pytest
 
-PIPELINE_MODULES = ("mechind.train", "mechind.data", "mechind.models", "mechind.losses", "mechind.criteria",
-                    "mechind.graph", "cg", "mechsparse")
+PIPELINE_MODULES = (
+    "mechind.train",
+    "mechind.data",
+    "mechind.models",
+    "mechind.losses",
+    "mechind.criteria",
+    "mechind.graph",
+    "cg",
+    "mechsparse",
+)
 CORE = ("derivatives", "runner", "training", "datasets", "metrics", "nets", "rng", "report")
 
 
 def test_core_imports_no_pipeline():
-    code = ("import sys\n"
-            f"from mechind.core import {', '.join(CORE)}\n"
-            f"print([m for m in {PIPELINE_MODULES!r} if m in sys.modules])")
+    code = (
+        "import sys\n"
+        f"from mechind.core import {', '.join(CORE)}\n"
+        f"print([m for m in {PIPELINE_MODULES!r} if m in sys.modules])"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
 

@@ -43,8 +43,9 @@ def test_sis_r2_matches_sklearn():
     ref = _sklearn_r2_matrix(np.asarray(z, float), np.asarray(z_hat, float))
     np.testing.assert_allclose(ours, ref, atol=1e-3)
     rows, cols = linear_sum_assignment(-np.clip(ref, 0, None))
-    ref_sis = np.mean([np.clip(ref, 0, None)[i, j] - np.delete(np.clip(ref, 0, None)[i], j).max()
-                       for i, j in zip(rows, cols)])
+    ref_sis = np.mean(
+        [np.clip(ref, 0, None)[i, j] - np.delete(np.clip(ref, 0, None)[i], j).max() for i, j in zip(rows, cols)]
+    )
     assert metrics.slot_identifiability_score(z, z_hat) == pytest.approx(ref_sis, abs=1e-3)
 
 
@@ -130,7 +131,8 @@ def test_support_auroc_on_hand_built_cases_and_against_sklearn():
     r = np.random.default_rng(0)
     j, s = r.random((7, 4)), r.random((7, 4)) < 0.5
     assert metrics.support_auroc(j * [1, 10, 100, 0.1], s, np.arange(4)) == pytest.approx(
-        metrics.support_auroc(j, s, np.arange(4)))
+        metrics.support_auroc(j, s, np.arange(4))
+    )
     # against sklearn on the column-normalised scores, ties included
     j = np.round(r.random((9, 5)), 1)
     s = r.random((9, 5)) < 0.4

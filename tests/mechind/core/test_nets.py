@@ -19,8 +19,9 @@ def test_leaky_hand_values():
 
 def test_xtanh_hand_values():
     x = jnp.array([-2.0, 0.0, 1.0])
-    np.testing.assert_allclose(np.asarray(nets.xtanh(x)), np.tanh([-2.0, 0.0, 1.0]) + 0.1 * np.array([-2.0, 0, 1]),
-                               rtol=1e-6)
+    np.testing.assert_allclose(
+        np.asarray(nets.xtanh(x)), np.tanh([-2.0, 0.0, 1.0]) + 0.1 * np.array([-2.0, 0, 1]), rtol=1e-6
+    )
     assert float(nets.xtanh(jnp.float32(1.0), slope=0.5)) == pytest.approx(np.tanh(1.0) + 0.5, rel=1e-6)
     assert nets.ACTIVATIONS == {"lrelu": nets.leaky, "xtanh": nets.xtanh}
 
@@ -39,16 +40,22 @@ def _hand_params(shapes, seed):
     return jax.tree.map(lambda s: r.normal(size=s.shape).astype(np.float32), shapes)
 
 
-@pytest.mark.parametrize("activation, act", [
-    ("lrelu", lambda a: np.where(a > 0, a, 0.2 * a)),
-    ("xtanh", lambda a: np.tanh(a) + 0.1 * a),
-])
+@pytest.mark.parametrize(
+    "activation, act",
+    [
+        ("lrelu", lambda a: np.where(a > 0, a, 0.2 * a)),
+        ("xtanh", lambda a: np.tanh(a) + 0.1 * a),
+    ],
+)
 def test_mlp_shapes_and_forward_pass(activation, act):
     mlp = nets.MLP((7, 5, 3), activation=activation)
     x = np.random.default_rng(0).normal(size=(2, 4, 6)).astype(np.float32)
     shapes = jax.eval_shape(mlp.init, jax.random.PRNGKey(0), x)["params"]
     assert {k: (v["kernel"].shape, v["bias"].shape) for k, v in shapes.items()} == {
-        "Dense_0": ((6, 7), (7,)), "Dense_1": ((7, 5), (5,)), "Dense_2": ((5, 3), (3,))}
+        "Dense_0": ((6, 7), (7,)),
+        "Dense_1": ((7, 5), (5,)),
+        "Dense_2": ((5, 3), (3,)),
+    }
     params = _hand_params(shapes, 1)
     y = jax.jit(mlp.apply)({"params": params}, x)
     assert y.shape == (2, 4, 3)
@@ -100,7 +107,13 @@ def test_parallel_mlp_equals_separate_mlps():
     h = np.random.default_rng(3).normal(size=(7, num, 4)).astype(np.float32)
     shapes = jax.eval_shape(mod.init, jax.random.PRNGKey(0), h)["params"]
     assert {k: v.shape for k, v in shapes.items()} == {
-        "w0": (num, 4, 6), "b0": (num, 6), "w1": (num, 6, 5), "b1": (num, 5), "w2": (num, 5, 2), "b2": (num, 2)}
+        "w0": (num, 4, 6),
+        "b0": (num, 6),
+        "w1": (num, 6, 5),
+        "b1": (num, 5),
+        "w2": (num, 5, 2),
+        "b2": (num, 2),
+    }
     params = _hand_params(shapes, 4)
     y = jax.jit(mod.apply)({"params": params}, h)
     assert y.shape == (7, num, out)
@@ -147,8 +160,9 @@ def test_condition_number_equals_numpy_cond():
     q, _ = np.linalg.qr(r.normal(size=(6, 3)))  # orthonormal columns, scaled: condition number 2 / 0.5
     a, b = r.normal(size=(2, 6))
     singular = np.stack([a, 2 * a, b], 1)  # rank 2
-    cond = np.asarray(jax.jit(jax.vmap(nets.condition_number))(np.stack([w, q * [2.0, 0.5, 1.0], singular])
-                                                                 .astype(np.float32)))
+    cond = np.asarray(
+        jax.jit(jax.vmap(nets.condition_number))(np.stack([w, q * [2.0, 0.5, 1.0], singular]).astype(np.float32))
+    )
     assert cond[0] == pytest.approx(np.linalg.cond(w), rel=1e-3)
     assert cond[1] == pytest.approx(4.0, rel=1e-4)
     assert np.isfinite(cond[2]) and cond[2] > 1e3  # huge, not NaN or a division by zero

@@ -12,6 +12,7 @@ DIM, N, BATCH = 3, 64, 16
 
 def _toy_task(num_steps: int = 40) -> runner.Task:
     """Least squares ``y = X w*`` by SGD; per-run hparam ``lr``; loss NaN when lr < 0."""
+
     def make_data(key, given):
         k1, k2 = jax.random.split(key)
         x = jax.random.normal(k1, (N, DIM))
@@ -85,6 +86,7 @@ def test_slices_equal_one_call():
 def _noisy_task(num_steps: int = 30, width: int = 4096) -> runner.Task:
     """A state of ``width`` random floats: large enough that orbax stores it in a data file
     whose bytes a flipped bit changes without breaking its decoding."""
+
     def make_data(key, given):
         return {"x": jax.random.normal(key, (width,))}
 
