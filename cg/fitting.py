@@ -280,7 +280,6 @@ def make_config(method: str, latent_dim: int, **overrides) -> cg_train.CGConfig:
 
 # the pipeline's finish under the name every CG experiment and helper calls: Pearson and
 # Spearman MCC, active latents, latent scale, support recovery, held-out -ELBO
-run_scalars = cg_train.finish
 
 
 @dataclasses.dataclass(frozen=True)

@@ -79,7 +79,7 @@ class FlowPrior(Prior):
         return flows.conditional_log_prob(params, z, u, self.flow_hidden)
 
 
-def gaussian_kl(mean_p: Array, log_var_p: Array, mu: Array, log_var: Array, tril: Array | None = None) -> Array:
+def gaussian_prior_kl(mean_p: Array, log_var_p: Array, mu: Array, log_var: Array, tril: Array | None = None) -> Array:
     """``KL(q || N(mean_p, diag e^log_var_p))`` summed over the latents, ``[B]``, with ``q =
     N(mu, diag e^log_var)``, or ``N(mu, L L^T)`` when the Cholesky factor ``tril [B, n, n]``
     is given (then ``log_var`` is ``log L_ii^2``: the KL needs only the diagonal of the
@@ -111,7 +111,7 @@ class GaussianPrior(Prior):
         return losses.gaussian_log_prob(z, params["mu"][u], params["log_var"][u])
 
     def kl(self, params, mu, log_var, u, tril=None):
-        return gaussian_kl(params["mu"][u], params["log_var"][u], mu, log_var, tril)
+        return gaussian_prior_kl(params["mu"][u], params["log_var"][u], mu, log_var, tril)
 
 
 class StandardPrior(Prior):
@@ -126,7 +126,7 @@ class StandardPrior(Prior):
         return jnp.sum(flows.std_normal_log_prob(z), -1)
 
     def kl(self, params, mu, log_var, u, tril=None):
-        return gaussian_kl(jnp.zeros_like(mu), jnp.zeros_like(log_var), mu, log_var, tril)
+        return gaussian_prior_kl(jnp.zeros_like(mu), jnp.zeros_like(log_var), mu, log_var, tril)
 
 
 PRIOR_CLASSES: dict[str, type[Prior]] = {"flow": FlowPrior, "gaussian": GaussianPrior, "standard": StandardPrior}

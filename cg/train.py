@@ -342,7 +342,7 @@ def evaluate(c: CGConfig, nets: Nets, state: training.TrainState, data: dict, hp
     """One run's metrics (arrays; :func:`finish` turns them into scalars). From the data it
     is given (each optional but ``x``, ``u``):
 
-    * ``"s" [N, n_true]``, the true latents: their Pearson and Spearman correlation matrices
+    * ``"z" [N, n_true]``, the true latents: their Pearson and Spearman correlation matrices
       with the posterior means over the whole dataset (``"corr"``, ``"corr_spearman"``), each
       latent's share of variance carried by its posterior mean (``"active" [n]``, see
       :meth:`cg.fitting.Fitted.active_latents`) and the latents' scale (``"latent_std"``);
@@ -360,14 +360,14 @@ def evaluate(c: CGConfig, nets: Nets, state: training.TrainState, data: dict, hp
         out["heldout_nelbo"] = (
             heldout_negative_elbo(c, nets, state.params, data["x_val"], data["u_val"], key) - data["logdet"]
         )
-    if "s" not in data:
+    if "z" not in data:
         return out
     mu, log_var = posterior(c, nets, state.params, data["x"], data["u"])
     signal = jnp.var(mu, 0)
     out.update(
         {
-            "corr": metrics.correlation_matrix(data["s"], mu),
-            "corr_spearman": metrics.correlation_matrix(data["s"], mu, method="spearman"),
+            "corr": metrics.correlation_matrix(data["z"], mu),
+            "corr_spearman": metrics.correlation_matrix(data["z"], mu, method="spearman"),
             "active": signal / (signal + jnp.mean(jnp.exp(log_var), 0)),
             # a derivative penalty can be paid by inflating the latents: keep their scale in view
             "latent_std": jnp.mean(jnp.sqrt(signal)),
@@ -387,7 +387,7 @@ def evaluate(c: CGConfig, nets: Nets, state: training.TrainState, data: dict, hp
 def make_task(c: CGConfig, obs_dim: int, num_domains: int) -> runner.Task:
     """The runner task of a CG fit: its data are the caller's arrays (run_group's ``given``,
     preprocessed by :func:`cg.fitting.prepare`): ``{"x" [N, d_x], "u" [N]}`` and whatever
-    of ``"s"``, ``"support"``, ``"x_val"``, ``"u_val"``, ``"logdet"`` :func:`evaluate` reads."""
+    of ``"z"``, ``"support"``, ``"x_val"``, ``"u_val"``, ``"logdet"`` :func:`evaluate` reads."""
     nets = make_nets(c, obs_dim, num_domains)
     tx = optimizer(c)
 

@@ -4,7 +4,7 @@ Every CG experiment (``cg_benchmark``, ``ivae_segments``) plans runs as
 dicts ``{"method", "alpha", "seed", ...}`` and hands them here. They are then fitted
 exactly as :func:`cg.fitting.fit` fits: the same :func:`~cg.fitting.prepare`, the same
 task (:func:`cg.train.make_task`), the same defaults, the same finish
-(:func:`cg.fitting.run_scalars`). A method is read only from
+(:func:`cg.train.finish`). A method is read only from
 :data:`cg.models.METHODS`, so a new method needs no change in any experiment.
 """
 
@@ -17,6 +17,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from cg import fitting, models
+from cg import train as cg_train
 from cg.train import CGConfig
 from experiments import framework, sweep
 from mechind.core import rng
@@ -118,7 +119,7 @@ def build_groups(
             **val,
             **overrides,
         )
-        truth = {"s": jnp.asarray(stack("z"))}
+        truth = {"z": jnp.asarray(stack("z"))}
         if with_support:
             truth["support"] = jnp.asarray(stack("support"))
         gkey = {
@@ -135,8 +136,8 @@ def build_groups(
                 hparams=prep.hparams([r["alpha"] for r in rs]),
                 make_task=prep.task,
                 runs=[{**r, **(extra(r, d) if extra else {})} for r, d in zip(rs, ds)],
-                data={**prep.data, **truth},
-                finish=fitting.run_scalars,
+                given={**prep.data, **truth},
+                finish=cg_train.finish,
             )
         )
     return groups

@@ -114,15 +114,20 @@ def default_of(pipeline_config: type, name: str):
     of the same name starts from (defaults live in the pipeline's config, nowhere else)."""
     for f in dataclasses.fields(pipeline_config):
         if f.name == name:
-            return f.default
+            if f.default is not dataclasses.MISSING:
+                return f.default
+            if f.default_factory is not dataclasses.MISSING:
+                return f.default_factory()
+            raise AttributeError(f"{pipeline_config.__name__}.{name} has no default")
     raise AttributeError(f"{pipeline_config.__name__} has no setting {name!r}")
 
 
 def overrides(config, pipeline_config: type) -> dict:
     """The settings of an experiment's ``config`` that a pipeline's config class also has,
     by name: what the experiment overrides. A pipeline's config owns its defaults; an
-    experiment declares only the fields it sweeps or sets differently, under the pipeline's
-    own names, and builds the pipeline's config with
+    experiment declares only the fields it sweeps, sets differently or offers as options,
+    under the pipeline's own names and starting from the pipeline's defaults
+    (:func:`default_of`), and builds the pipeline's config with
     ``pipeline_config(**overrides(config, pipeline_config), **the rest)``."""
     names = {f.name for f in dataclasses.fields(pipeline_config)}
     return {f.name: getattr(config, f.name) for f in dataclasses.fields(config) if f.name in names}

@@ -36,7 +36,7 @@ class Group:
       hparams: per-run hyper-parameters, leading axis R.
       runs: R dicts of per-run fields written to each record (seed, lambda, ...).
       finish: ``metrics of one run (numpy) -> dict`` of scalar results (e.g. SIS from R²).
-      data: per-run arrays (leading axis R) the runner hands to ``task.make_data(key, given)``
+      given: per-run arrays (leading axis R) the runner hands to ``task.make_data(key, given)``
         (datasets drawn on the host, e.g. :mod:`cg.sparse_data`); None: the task draws its own.
     """
 
@@ -46,7 +46,7 @@ class Group:
     hparams: Any
     runs: list[dict]
     finish: Callable[[dict], dict]
-    data: Any = None
+    given: Any = None
 
     @property
     def id(self) -> str:
@@ -173,7 +173,7 @@ def run_sweep(
                 checkpoint_dir=ckpt,
                 progress=progress,
                 max_runs_per_call=max_runs_per_call,
-                given=g.data,
+                given=g.given,
             )
         except KeyboardInterrupt as e:
             raise runner.Interrupted(getattr(e, "step", None), getattr(e, "num_steps", 0), where(gi, g)) from None

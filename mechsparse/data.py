@@ -48,7 +48,9 @@ from mechind.core.nets import NEGATIVE_SLOPE, leaky
 
 Array = jax.Array
 
-GENERATOR_VERSION = 1  # Spec.version: bump when a draw changes (cached results then recompute)
+# Spec.version: bump when a draw changes (cached results then recompute). 2: host-side draws
+# (graph_of, a random graph's true edge count and so the "bound r x true" runs) now equal the run's own
+GENERATOR_VERSION = 2
 KINDS = ("action", "time")
 GRAPHS = {"action": ("identity", "cyclic", "random"), "time": ("identity", "lower", "random")}
 MEANS = ("sin", "linear")

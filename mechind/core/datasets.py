@@ -33,6 +33,7 @@ versions never mix in one results file.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from typing import Any, Callable, ClassVar
 
 import jax
@@ -114,7 +115,9 @@ def names() -> tuple[str, ...]:
 
 
 def make(name: str, **settings) -> Dataset:
-    """The dataset registered under ``name`` with ``settings`` (its dataclass fields)."""
+    """The dataset registered under ``name`` with ``settings`` (its dataclass fields). A
+    dataset registers when its module is imported: the built-in ones are imported here
+    (:data:`BUILTIN_PROVIDERS`); import your own module first."""
     _load_builtin()
     if name not in _REGISTRY:
         raise ValueError(f"unknown dataset {name!r}; registered: {', '.join(sorted(_REGISTRY))}")
@@ -131,15 +134,20 @@ def make(name: str, **settings) -> Dataset:
 def numpy_seed(key: Array) -> int:
     """The numpy seed of a host dataset's draw: the key's low word, so that
     ``PRNGKey(s)`` seeds ``s`` (the integer seeds the host generators always took)."""
-    k = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    return int(np.asarray(k).reshape(-1)[-1])
+    return int(np.asarray(rng.to_data(key)).reshape(-1)[-1])
 
 
 def draw(dataset: Dataset, keys: Array, num_samples: int) -> dict:
     """One dataset per key, stacked: every array gets a leading run axis ``[R, ...]``."""
     keys = jnp.asarray(keys)
     if dataset.traceable:
-        return jax.jit(jax.vmap(lambda k: dataset.sample(k, num_samples)))(keys)
+        try:
+            return jax.jit(jax.vmap(lambda k: dataset.sample(k, num_samples)))(keys)
+        except jax.errors.TracerArrayConversionError:
+            raise TypeError(
+                f"{type(dataset).__name__}.sample draws with numpy: set `traceable = False` on the class "
+                "(it is then drawn on the host)"
+            ) from None
     parts = [dataset.sample(k, num_samples) for k in keys]
     return {n: np.stack([np.asarray(p[n]) for p in parts]) for n in parts[0]}
 
@@ -190,9 +198,18 @@ class Arrays(Dataset):
         return out
 
     def describe(self) -> dict:
+        # the content's hash: two datasets of one shape must not share a group key
+        h = hashlib.sha256()
+        for f in FIELDS:
+            v = getattr(self, f)
+            if v is not None:
+                a = np.ascontiguousarray(v)
+                h.update(f"{f}{a.dtype}{a.shape}".encode())
+                h.update(a.tobytes())
         return {
             "dataset": self.name,
             "dataset_version": self.version,
             "num_samples": len(np.asarray(self.x)),
             "obs_dim": int(np.asarray(self.x).shape[-1]),
+            "sha256": h.hexdigest()[:16],
         }

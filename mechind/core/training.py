@@ -26,6 +26,8 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from mechind.core import rng
+
 Array = jax.Array
 PyTree = Any
 
@@ -70,11 +72,20 @@ def adam(
         inner = optax.adam(sched)
         if not scale_leaves:
             return inner
-        scales = [optax.masked(optax.scale(v), lambda p, k=k: {n: n == k for n in p}) for k, v in scale_leaves.items()]
+        scales = [optax.masked(optax.scale(v), lambda p, k=k: _only(p, k)) for k, v in scale_leaves.items()]
         return optax.chain(inner, *scales)
 
     # the 1.0 is a placeholder: init_state replaces it by each run's learning rate
     return optax.inject_hyperparams(factory)(learning_rate=1.0)
+
+
+def _only(params: PyTree, name: str) -> dict:
+    """The mask that selects the top-level parameter ``name`` (a misspelt name is an error,
+    not a scale silently applied to nothing)."""
+    if not isinstance(params, dict) or name not in params:
+        have = sorted(params) if isinstance(params, dict) else type(params).__name__
+        raise ValueError(f"scale_leaves names {name!r}, which is not a top-level parameter (have {have})")
+    return {n: n == name for n in params}
 
 
 def init_state(
@@ -84,7 +95,7 @@ def init_state(
     ``lr`` (a scalar, per run) injected, and the run's step key ``key``."""
     opt = tx.init(params)
     opt = opt._replace(hyperparams={**opt.hyperparams, "learning_rate": jnp.asarray(lr, jnp.float32)})
-    return TrainState(params, opt, to_key_data(key), extra)
+    return TrainState(params, opt, rng.to_data(key), extra)
 
 
 def learning_rate(state: TrainState) -> Array:
@@ -97,11 +108,6 @@ def apply_gradients(tx: optax.GradientTransformation, state: TrainState, grads: 
     e.g. ``extra=``)."""
     updates, opt = tx.update(grads, state.opt, state.params)
     return state._replace(params=optax.apply_updates(state.params, updates), opt=opt, **changes)
-
-
-def to_key_data(key: Array) -> Array:
-    """Raw uint32 key data (checkpointable) from a raw or typed key."""
-    return jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
 
 
 def step_key(key: Array, i: Array) -> Array:

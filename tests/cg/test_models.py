@@ -72,14 +72,14 @@ def test_old_kl_formula_is_reproduced_bit_for_bit():
 
     grad = lambda f: jax.grad(lambda *a: jnp.sum(f(*a)), argnums=(0, 1, 2, 3))  # noqa: E731
     for t in (None, tril):  # arrays as arguments: a jit of constants folds them on the host instead
-        for a, b in ((old, models.gaussian_kl), (grad(old), grad(models.gaussian_kl))):
+        for a, b in ((old, models.gaussian_prior_kl), (grad(old), grad(models.gaussian_prior_kl))):
             for x, y in zip(
                 jax.tree.leaves(jax.jit(a)(m, lv, mu, log_var, t)), jax.tree.leaves(jax.jit(b)(m, lv, mu, log_var, t))
             ):
                 np.testing.assert_array_equal(np.asarray(x), np.asarray(y))
     # its terms are the core's per-coordinate Gaussian KL (summed there with the 1/2 outside)
     core = training.gaussian_kl(mu, jnp.exp(log_var), m, jnp.exp(lv), log_var_q=log_var, log_var_p=lv)
-    np.testing.assert_allclose(models.gaussian_kl(m, lv, mu, log_var), jnp.sum(core, -1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(models.gaussian_prior_kl(m, lv, mu, log_var), jnp.sum(core, -1), rtol=1e-6, atol=1e-6)
 
 
 def test_diagonal_kl_matches_the_textbook_formula():

@@ -100,3 +100,16 @@ def test_a_toy_experiment_runs_resumes_and_recomputes_a_changed_setting(tmp_path
     assert len(report.read_jsonl(tmp_path / "results.jsonl")) == 8
     assert {r["steps"] for r in changed["records"]} == {40}
     np.testing.assert_array_less([r["err"] for r in changed["records"]], 1.0)
+
+
+def test_default_of_reads_the_pipeline_config_and_refuses_unknown_names():
+    import dataclasses
+
+    @dataclasses.dataclass(frozen=True)
+    class Pipe:
+        lr: float = 0.1
+        hidden: tuple = dataclasses.field(default_factory=lambda: (8, 8))
+
+    assert framework.default_of(Pipe, "lr") == 0.1 and framework.default_of(Pipe, "hidden") == (8, 8)
+    with pytest.raises(AttributeError, match="has no setting 'nope'"):
+        framework.default_of(Pipe, "nope")

@@ -82,3 +82,20 @@ def test_user_arrays_are_a_dataset():
 def test_numpy_seed_of_a_seed_key_is_the_seed():
     assert datasets.numpy_seed(rng.key(1234)) == 1234
     assert datasets.numpy_seed(jax.random.key(7)) == 7
+
+
+def test_two_user_datasets_of_one_shape_have_different_descriptions():
+    x = np.zeros((4, 2))
+    a, b = datasets.Arrays(x=x).describe(), datasets.Arrays(x=x + 1).describe()
+    assert a["num_samples"] == b["num_samples"] and a["sha256"] != b["sha256"]
+    assert datasets.Arrays(x=x.copy()).describe() == a
+
+
+def test_a_numpy_sample_left_traceable_says_what_to_set():
+    @dataclasses.dataclass(frozen=True)
+    class NumpyDraw(datasets.Dataset):  # forgot traceable = False
+        def sample(self, key, num_samples):
+            return {"x": np.random.default_rng(np.asarray(key)[-1]).normal(size=(num_samples, 2))}
+
+    with pytest.raises(TypeError, match="set `traceable = False`"):
+        datasets.draw(NumpyDraw(), rng.seed_keys([0, 1]), 3)
