@@ -536,7 +536,14 @@ def main(argv=None) -> int:
         "--latent-dim", type=int, default=None, help="number of latents (default: the width of z if given, else of x)"
     )
     ap.add_argument("--seed", type=int, default=0, help="seed of the initialisation and batches (default 0)")
-    ap.add_argument("--steps", type=int, default=None, help=f"training steps (default {cg_train.CGConfig.num_steps})")
+    ap.add_argument(
+        "--num-steps",
+        "--steps",
+        dest="steps",
+        type=int,
+        default=None,
+        help=f"training steps (default {cg_train.CGConfig.num_steps})",
+    )
     ap.add_argument(
         "--set",
         nargs="*",

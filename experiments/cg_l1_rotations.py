@@ -74,7 +74,7 @@ def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mixings", type=int, default=6, help="mixing matrices (seeds of cg.data.sample_mixing)")
     ap.add_argument("--starts", type=int, default=8, help="random starts per mixing")
-    ap.add_argument("--steps", type=int, default=2000, help="Adam steps per start")
+    ap.add_argument("--num-steps", "--steps", dest="steps", type=int, default=2000, help="Adam steps per start")
     ap.add_argument("--latent-dim", type=int, default=6, help="n")
     ap.add_argument("--density", type=float, default=0.3, help="mixing density in (0, 1]")
     ap.add_argument(

@@ -47,7 +47,7 @@ def time_runs(k: int, s: int, steps: int, repeats: int, lam: float = 1.0) -> flo
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--K", type=int, default=2, help="number of slots")
-    ap.add_argument("--steps", type=int, default=200, help="training steps per timed call")
+    ap.add_argument("--num-steps", "--steps", dest="steps", type=int, default=200, help="training steps per timed call")
     ap.add_argument("--S", type=int, nargs="+", default=[1, 5, 25, 125], help="seed counts")
     ap.add_argument("--repeats", type=int, default=3, help="timed repeats (median reported)")
     ap.add_argument("--out", default="results/bench", help="output folder for seeds.json")

@@ -44,7 +44,7 @@ def slice_time(k: int, steps: int, seeds: int = 5, lams=(0.0, 1e-2, 1.0)) -> dic
 
 def main(argv=None) -> dict:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--steps", type=int, default=1000, help="measured steps per slice")
+    ap.add_argument("--num-steps", "--steps", dest="steps", type=int, default=1000, help="measured steps per slice")
     ap.add_argument("--Ks", type=int, nargs="+", default=[2, 3, 5], help="slot counts to measure")
     ap.add_argument("--out", default="results/bench", help="output folder for slice.json")
     args = ap.parse_args(argv)

@@ -264,7 +264,14 @@ def main(argv=None) -> dict:
         help="their repository: a checkout or the bare git directory the fetch tool brings",
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data (and init) seeds")
-    ap.add_argument("--steps", type=int, default=None, help="training steps (default: the quick preset's)")
+    ap.add_argument(
+        "--num-steps",
+        "--steps",
+        dest="steps",
+        type=int,
+        default=None,
+        help="training steps (default: the quick preset's)",
+    )
     ap.add_argument("--regimes", nargs="+", default=list(REGIMES), choices=list(REGIMES))
     ap.add_argument(
         "--their-init",

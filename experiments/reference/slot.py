@@ -290,7 +290,14 @@ def main(argv=None) -> int:
     )
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="data and init seeds")
     ap.add_argument("--lams", type=float, nargs="+", default=[0.0, 0.01, 1.0], help="contrast weights λ")
-    ap.add_argument("--steps", type=int, default=20_000, help="training steps of both (lr / 10 at half)")
+    ap.add_argument(
+        "--num-steps",
+        "--steps",
+        dest="steps",
+        type=int,
+        default=20_000,
+        help="training steps of both (lr / 10 at half)",
+    )
     ap.add_argument("--lr-reference", type=float, default=4e-4, help="the reference's lr (its default 4e-4)")
     ap.add_argument("--lr-ours", type=float, default=None, help="our lr (default: SlotConfig's)")
     ap.add_argument(
