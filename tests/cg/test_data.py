@@ -84,6 +84,7 @@ def test_latent_noise_has_unit_variance_and_its_shape(dist):
         data.DomainSpec(2, 3, 0.5, "cauchy")
 
 
+@pytest.mark.slow  # the registry and draw are tested on a toy dataset in tests/mechind/core/test_datasets.py
 def test_domain_spec_is_the_registered_traceable_dataset():
     """datasets.make("cg_domains") draws make_domain_data's arrays, and draw() vmaps it per key."""
     from mechind.core import datasets

@@ -112,6 +112,7 @@ def test_ivae_recovers_a_linear_mixing_with_many_segments():
     assert f.prior["log_var"].shape == (20, 3)
 
 
+@pytest.mark.slow  # 9 s; vmapped runs equal separate ones on the runner's toy task (test_runner.py)
 def test_fit_many_equals_separate_fits():
     d0, d1 = _linear_data(0, 4, 80, 2), _linear_data(1, 4, 80, 2)
     kw = dict(method="ivae", latent_dim=2, num_steps=40, batch_size=32, progress=False, chunk_steps=20)

@@ -53,6 +53,7 @@ def test_flow_density_integrates_to_one_in_1d():
         assert float(jnp.trapezoid(jnp.exp(lp), grid)) == pytest.approx(1.0, abs=2e-3)
 
 
+@pytest.mark.slow  # 10 s; the DSF layer the priors use is tested in the default suite
 def test_ddsf_monotone_inverse_and_density():
     layers = flows.init_ddsf(jax.random.PRNGKey(0), (2,), hidden=4, depth=3)
     g = flows.DenseDeepSigmoidFlow(layers)

@@ -118,6 +118,7 @@ def test_optimizer_equals_the_adam_built_every_step():
         np.testing.assert_array_equal(np.asarray(a[k]), np.asarray(b[k]))
 
 
+@pytest.mark.slow  # step keys and the minibatch are tested in tests/mechind/core/test_training.py
 def test_train_step_draws_its_minibatch_and_noise_from_the_step_keys():
     """Step i: minibatch rows from ``split(fold_in(key, i))[0]``, posterior noise from ``[1]``;
     its loss is :func:`cg.train.loss` of that minibatch, and Adam's first step moves every

@@ -27,6 +27,7 @@ def test_l1_of_a_diagonal_mixing_is_minimal_at_signed_permutations():
         assert rot.metrics.mcc_from_corr(np.abs(np.asarray(r))) > 0.999
 
 
+@pytest.mark.slow  # 9 s; the rotation landscape itself is tested in the default suite
 def test_main_writes_json_and_rejects_bad_input(tmp_path):
     res = rot.main(["--mixings", "1", "--starts", "2", "--steps", "20", "--out", str(tmp_path)])
     saved = json.loads((tmp_path / "l1_rotations.json").read_text())

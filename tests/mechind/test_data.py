@@ -96,6 +96,7 @@ def test_bad_spec(kw, match):
         data.SlotSpec(**args)
 
 
+@pytest.mark.slow  # the registry and draw are tested on a toy dataset in tests/mechind/core/test_datasets.py
 def test_slots_is_a_registered_dataset_whose_draw_is_the_mixing_of_its_latents():
     """``datasets.make("slots", ...)`` is a SlotSpec; ``sample`` returns x, z and the
     latent-level support, with x the mixing (written out here in numpy) of z; the same

@@ -17,7 +17,7 @@ def _scipy_components(supp):
     return n, labels
 
 
-@settings(max_examples=12, deadline=None)
+@settings(max_examples=6, deadline=None)  # each new shape compiles: 6 keeps the default suite short
 @given(d_x=st.integers(1, 8), d=st.integers(1, 7), p=st.floats(0.05, 0.6), seed=st.integers(0, 10_000))
 def test_components_match_scipy(d_x, d, p, seed):
     rng = np.random.default_rng(seed)

@@ -25,6 +25,7 @@ def _group(cfg, seeds, lams, lrs=None, **kw):
     return runner.run_group(task, keys, hp, progress=False, **kw)
 
 
+@pytest.mark.slow  # 11 s; resumed and chunked runs equal uninterrupted ones in tests/mechind/core/test_runner.py
 def test_seed_determinism_and_seed_difference():
     """Same seeds, same numbers, also when the runs are given the arrays their keys would
     draw (the one data route: ``run_group(..., given=)``); other seeds, other numbers."""
@@ -149,6 +150,7 @@ def _run_with_devices(n):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # 13 s: four host devices in a subprocess
 def test_sharded_sweep_on_4_devices_matches_one_device():
     one, four = _run_with_devices(1), _run_with_devices(4)
     assert one["devices"] == 1 and four["devices"] == 4
@@ -272,6 +274,7 @@ def test_make_data_draws_the_dataset_or_takes_the_given_arrays():
         train.make_data(TINY, key, {"x": d["x"]})
 
 
+@pytest.mark.slow  # Adam with a drop is tested bit for bit in tests/mechind/core/test_training.py
 def test_train_step_is_adam_with_a_dropped_lr_on_a_fold_in_minibatch():
     """Written out independently: the minibatch indices from ``randint(fold_in(key, i))``
     and ``optax.adam`` with lr, then lr / 10 from ``int(lr_drop * num_steps)`` (= 3) on;

@@ -106,6 +106,7 @@ def test_bad_specs_raise(kw, match):
         ms_data.Spec(**kw)
 
 
+@pytest.mark.slow  # mode-independent draws are tested on a toy dataset in tests/mechind/core/test_datasets.py
 def test_registered_dataset_whose_draw_depends_on_the_key_alone():
     """Registered by name; ``draw`` stacks one draw per key; a draw is the one of the
     runner's random mode wherever it is traced (jax's default mode draws other numbers),
