@@ -43,6 +43,7 @@ def test_a_run_does_not_depend_on_how_its_steps_are_chunked():
     np.testing.assert_allclose(a.metrics["corr"], b.metrics["corr"], rtol=1e-4, atol=1e-5)
 
 
+@pytest.mark.slow  # 9 s; every sparse fit of the default suite trains through the warm-up (cg_vae fits)
 def test_sparse_warmup_switches_the_penalty_on_at_its_step():
     """With the penalty switched on only for the last step, the parameters differ from the
     alpha = 0 run by one Adam step; with it on from the start they differ far more."""

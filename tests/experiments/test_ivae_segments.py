@@ -5,7 +5,7 @@ from experiments import ivae_segments
 from mechind.core import metrics, report
 
 
-@pytest.mark.slow  # 18 s; whole-config keys and resume are also tested on mechind_overlap (test_sweeps)
+@pytest.mark.slow  # 18 s; whole-config keys and resume are also tested on mechind_overlap (test_mechind_overlap.py)
 def test_end_to_end_resume_and_a_changed_setting_is_not_reused(tmp_path):
     args = [
         "--segments",

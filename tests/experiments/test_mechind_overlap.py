@@ -18,7 +18,7 @@ def test_mechind_overlap_end_to_end_and_resume(tmp_path):
         "0",
         "0.5",
         "--lams",
-        "0",
+        "0.5",
         "1",
         "--seeds",
         "2",

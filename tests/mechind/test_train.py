@@ -184,6 +184,7 @@ def test_standardize_and_lambda_ramp_known_values():
     assert float(train.lam_ramp(2.0, jnp.int32(0), 100, 0.0)) == 2.0
 
 
+@pytest.mark.slow  # 9 s; the scale-free contrast is tested on hand-built decoders in test_losses.py
 def test_batch_latent_norm_fixes_the_scale_the_contrast_would_inflate():
     """Raw: lambda inflates the latents; with latent_norm="batch" they stay standardized,
     and the raw and standardized contrasts then agree up to the x units."""
