@@ -98,7 +98,7 @@ def register(name: str) -> Callable[[type[Dataset]], type[Dataset]]:
 
 # The pipeline modules that register the built-in datasets when imported. The core imports
 # no pipeline when it is imported; a lookup in the registry imports these first.
-BUILTIN_PROVIDERS = ("mechind.data", "mechsparse.data", "cg.data", "cg.sparse_data", "cg.ivae_data")
+BUILTIN_PROVIDERS = ("mechind.data", "mechind.scenes", "mechsparse.data", "cg.data", "cg.sparse_data", "cg.ivae_data")
 
 
 def _load_builtin() -> None:
