@@ -1,0 +1,72 @@
+"""``mechsparse.fit``: the mechanism-sparsity VAE on a user's actions or time series (issue 24)."""
+
+import jax
+import numpy as np
+import pytest
+
+import mechsparse
+from mechsparse import fitting
+from mechsparse import train as ms_train
+
+R = np.random.default_rng(0)
+X = R.normal(size=(200, 5)).astype(np.float32)
+A = R.normal(size=(200, 2)).astype(np.float32)
+TINY = dict(num_steps=20, hidden=(8,), transition_hidden=(4,), batch_size=16, progress=False)
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        ({}, "give either actions"),
+        ({"actions": A, "time": True}, "give either actions"),
+        ({"actions": A[:150]}, "different lengths"),
+        ({"actions": np.where(A > 2, np.inf, A)}, "actions holds"),
+        ({"actions": A, "latent_dim": 6}, "exceeds the observed dimension"),
+        ({"actions": A, "latent_dim": 1}, "latent_dim must be >= 2"),
+        ({"actions": A, "lr": -1.0}, "lr and dual_lr must be > 0"),
+        ({"actions": A, "graph": "cyclic"}, "unknown setting(s) ['graph']"),
+        ({"actions": A, "coeff": -1.0}, "coefficient must be >= 0"),
+        ({"actions": A, "max_edges": 100.0}, "edge bound must lie in [0, 6]"),
+        ({"time": np.arange(200) // 1}, "no two consecutive rows"),
+        ({"time": np.arange(150)}, "episode labels [T]"),
+        ({"time": np.zeros(200)}, "episode labels must be integers"),
+        ({"time": True, "batch_size": 256}, "fewer than one batch"),
+    ],
+)
+def test_bad_input_is_one_line_before_anything_compiles(kw, match, monkeypatch):
+    monkeypatch.setattr(fitting.runner, "run_group", lambda *a, **k: pytest.fail("trained before failing"))
+    kw = {"latent_dim": 3, **kw}
+    with pytest.raises(ValueError) as e:
+        mechsparse.fit(jax.random.PRNGKey(0), X, **kw)
+    assert match in str(e.value) and "\n" not in str(e.value)
+
+
+def test_time_pairs_never_span_two_episodes():
+    x = np.arange(6.0)[:, None]
+    np.testing.assert_array_equal(fitting.pairs(x, True)[:, :, 0], [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]])
+    np.testing.assert_array_equal(fitting.pairs(x, np.array([0, 0, 0, 1, 1, 2]))[:, :, 0], [[0, 1], [1, 2], [3, 4]])
+
+
+def test_the_fit_config_is_the_pipelines_with_the_users_shape():
+    xs, a, c, kind = fitting.check_inputs(X, actions=A, latent_dim=3)
+    assert isinstance(c, ms_train.Config) and kind == "action" and xs.shape == (200, 1, 5)
+    assert (c.data.obs_dim, c.data.latent_dim, c.data.parent_dim, c.full_edges) == (5, 3, 2, 6)
+    xs, a, c, kind = fitting.check_inputs(X, time=True, latent_dim=3)
+    assert kind == "time" and xs.shape == (199, 2, 5) and c.data.parent_dim == 3 and a.shape == (199, 3)
+
+
+@pytest.mark.parametrize("kind", ["action", "time"])
+def test_a_fit_encodes_decodes_and_learns_a_graph(kind):
+    kw = {"actions": A} if kind == "action" else {"time": True}
+    f = mechsparse.fit(jax.random.PRNGKey(0), X * 2 + 1, latent_dim=3, **kw, **TINY)
+    assert f.kind == kind and not f.failed and f.loss_history.shape == (1,)
+    assert f.graph.shape == ((3, 2) if kind == "action" else (3, 3)) and ((0 <= f.graph) & (f.graph <= 1)).all()
+    z = f.encode(X * 2 + 1)
+    assert z.shape == (200, 3) and f.decode(z).shape == (200, 5)
+    assert abs(f.decode(z).mean() - 1) < 1  # original units
+
+
+def test_example_data_has_the_layout_fit_takes():
+    d = fitting.example_data(jax.random.PRNGKey(0), 64, kind="time")
+    assert d["x"].shape == (128, 6) and (d["episode"][::2] == d["episode"][1::2]).all()
+    assert len(fitting.pairs(d["x"], d["episode"])) == 64
