@@ -513,11 +513,12 @@ def _check_z(z, n: int) -> np.ndarray:
     return z
 
 
-def main(argv=None) -> int:
+def main(argv=None, prog: str = "python -m cg.fitting") -> int:
     """The command line; a user mistake is one line on stderr and exit code 2 (set
-    ``MECHIND_DEBUG=1`` for the traceback), Ctrl-C one line and exit code 130."""
+    ``MECHIND_DEBUG=1`` for the traceback), Ctrl-C one line and exit code 130. ``prog``: the
+    name its usage shows (``mechind fit cg`` runs it too)."""
     ap = argparse.ArgumentParser(
-        prog="python -m cg.fitting",
+        prog=prog,
         description=(
             "Fit CG-VAE, iVAE, beta-VAE or an ablation to an .npz holding x [N, d_x] (float) and u [N] "
             "(integer domain labels 0..M-1), optionally the true latents z [N, n] (then MCC is reported). "
