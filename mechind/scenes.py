@@ -35,7 +35,8 @@ two objects' centres, ``(1 - occlusion) * (extent_i + extent_j)`` with ``extent`
 object's radius plus its edge band: at 0 no pixel is touched by two objects (without a
 shadow the generator is then Type D at every scene; a shadow is not kept apart, so it can
 fall on another object: Type D's other named failure), at 1 placement is free. Scenes are drawn by
-rejection among ``candidates`` uniform proposals (the first that satisfies the bound).
+rejection: rounds of ``candidates`` uniform proposals until each scene has one that
+satisfies the bound, so scenes are uniform on the valid set.
 """
 
 from __future__ import annotations
@@ -213,14 +214,16 @@ class SceneLaw:
       occlusion: in [0, 1]; 0: no pixel touched by two objects, 1: free placement.
       size_range: (lo, hi) of the radius, canvas units.
       hue_range: (lo, hi) of the hue, inside [0, 1) (the colour circle closes at 1).
-      candidates: proposals per scene for the rejection step.
+      candidates: proposals per scene and round of the rejection step.
+      max_rounds: rounds of proposals before a scene is given up.
     """
 
     renderer: Renderer
     occlusion: float = 1.0
     size_range: tuple[float, float] = (0.1, 0.16)
     hue_range: tuple[float, float] = (0.05, 0.75)
-    candidates: int = 256
+    candidates: int = 64
+    max_rounds: int = 64
 
     def __post_init__(self):
         lo, hi = self.size_range
@@ -233,6 +236,7 @@ class SceneLaw:
                 f"hue_range must satisfy 0 <= lo <= hi < 1, got {self.hue_range}",
             ),
             (self.candidates >= 1, f"candidates must be >= 1, got {self.candidates}"),
+            (self.max_rounds >= 1, f"max_rounds must be >= 1, got {self.max_rounds}"),
             (
                 math.isfinite(margin) and margin < 0.5,
                 f"objects of radius up to {hi} with an edge band of {self.renderer.band:.3f} do not fit the canvas "
@@ -278,22 +282,38 @@ class SceneLaw:
         return jnp.concatenate([pos, size, hue], -1)
 
     def sample_with_acceptance(self, key: Array, num_samples: int) -> tuple[Array, Array]:
-        """``(z [N, K, 4], accepted bool [N])``: per scene the first valid proposal, and
-        whether there was one (if not, the first proposal, which violates the knob)."""
-        props = self.propose(key, (num_samples, self.candidates))
-        ok = self.valid(props)  # [N, C]
-        first = jnp.argmax(ok, axis=1)
-        z = jnp.take_along_axis(props, first[:, None, None, None], axis=1)[:, 0]
-        return z, jnp.any(ok, axis=1)
+        """``(z [N, K, 4], accepted bool [N])``: per scene, the first valid one of rounds of
+        ``candidates`` uniform proposals (round r drawn from ``fold_in(key, r)``), so the
+        scenes are uniform on the valid set; rounds repeat (at most ``max_rounds``) until
+        every scene has one. A scene left without (``accepted`` False) keeps a proposal
+        that violates the knob."""
+
+        def one_round(r, z, ok):
+            props = self.propose(jax.random.fold_in(key, r), (num_samples, self.candidates))
+            valid = self.valid(props)  # [N, C]
+            first = jnp.argmax(valid, axis=1)
+            new = jnp.take_along_axis(props, first[:, None, None, None], axis=1)[:, 0]
+            return jnp.where(ok[:, None, None], z, new), ok | jnp.any(valid, axis=1)
+
+        z, ok = one_round(
+            0, jnp.zeros((num_samples, self.renderer.num_objects, OBJECT_DIM)), jnp.zeros(num_samples, bool)
+        )
+        _, z, ok = jax.lax.while_loop(
+            lambda c: (c[0] < self.max_rounds) & ~jnp.all(c[2]),
+            lambda c: (c[0] + 1, *one_round(c[0], c[1], c[2])),
+            (jnp.int32(1), z, ok),
+        )
+        return z, ok
 
     def sample(self, key: Array, num_samples: int) -> Array:
-        """``z [N, K, 4]``; raises if a scene found no valid proposal (raise ``candidates``),
-        when called eagerly."""
+        """``z [N, K, 4]``; raises if a scene found no valid proposal in ``max_rounds`` rounds
+        (raise ``candidates`` or shrink the objects), when called eagerly."""
         z, accepted = self.sample_with_acceptance(key, num_samples)
         if not isinstance(accepted, jax.core.Tracer) and not bool(jnp.all(accepted)):
             raise ValueError(
                 f"{int(jnp.sum(~accepted))} of {num_samples} scenes found no placement at occlusion "
-                f"{self.occlusion} among {self.candidates} proposals; raise candidates or shrink size_range"
+                f"{self.occlusion} among {self.max_rounds} x {self.candidates} proposals; raise candidates "
+                "or shrink size_range"
             )
         return z
 
@@ -318,7 +338,8 @@ class ScenesSpec(datasets.Dataset):
     shadow_offset: tuple[float, float] = (0.15, 0.1)
     size_range: tuple[float, float] = (0.1, 0.16)
     hue_range: tuple[float, float] = (0.05, 0.75)
-    candidates: int = 256
+    candidates: int = 64
+    max_rounds: int = 64
 
     def __post_init__(self):
         self.law  # validates both parts
@@ -338,7 +359,14 @@ class ScenesSpec(datasets.Dataset):
 
     @property
     def law(self) -> SceneLaw:
-        return SceneLaw(self.renderer, self.occlusion, tuple(self.size_range), tuple(self.hue_range), self.candidates)
+        return SceneLaw(
+            self.renderer,
+            self.occlusion,
+            tuple(self.size_range),
+            tuple(self.hue_range),
+            self.candidates,
+            self.max_rounds,
+        )
 
     @property
     def slot_sizes(self) -> tuple[int, ...]:
