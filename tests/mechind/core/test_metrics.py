@@ -138,3 +138,34 @@ def test_support_auroc_on_hand_built_cases_and_against_sklearn():
     s = r.random((9, 5)) < 0.4
     norm = j / j.max(0)
     assert metrics.support_auroc(j, s, np.arange(5)) == pytest.approx(roc_auc_score(s.ravel(), norm.ravel()))
+
+
+def _slots(seed=0, n=400):
+    rng = np.random.default_rng(seed)
+    z = rng.normal(size=(n, 2, 3)).astype(np.float32)
+    return rng, z, np.tanh(z) + 0.3 * z  # an invertible per-slot distortion
+
+
+def test_sis_per_scene_sees_through_a_per_scene_permutation_and_not_through_mixing():
+    rng, z, f = _slots()
+    swap = rng.uniform(size=len(z)) < 0.5  # slots swapped in half of the scenes
+    permuted = np.where(swap[:, None, None], f[:, ::-1], f)
+    mixed = np.stack([np.tanh(z[:, 0] + z[:, 1]), np.tanh(z[:, 0] - z[:, 1])], 1)
+    scores = {}
+    for name, zh in (("aligned", f), ("permuted", permuted), ("mixed", mixed)):
+        on, off = metrics.sis_per_scene_r2(jnp.asarray(z), jnp.asarray(zh))
+        assert on.shape == (2,) and off.shape == (2, 2) and np.all(np.diag(np.asarray(off)) == 0)
+        scores[name] = (metrics.slot_identifiability_score(z, zh), metrics.sis_from_per_scene(on, off))
+    assert scores["aligned"][0] > 0.85 and scores["aligned"][1] > 0.85
+    # one matching for all scenes cannot follow the swaps; a matching per scene can
+    assert scores["permuted"][0] < 0.3 and scores["permuted"][1] > 0.85
+    assert scores["mixed"][0] < 0.2 and scores["mixed"][1] < 0.3
+
+
+def test_sis_from_per_scene_by_hand():
+    on = np.array([0.9, 0.5])
+    off = np.array([[0.0, 0.2], [-0.3, 0.0]])  # off[j, j']: slot j' predicting slot j's objects
+    assert metrics.sis_from_per_scene(on, off) == pytest.approx(((0.9 - 0.2) + (0.5 - 0.0)) / 2)
+    assert np.isnan(metrics.sis_from_per_scene([np.nan, 1.0], off))
+    with pytest.raises(ValueError, match="K"):
+        metrics.sis_per_scene_r2(jnp.zeros((10, 2, 3)), jnp.zeros((10, 3, 3)))
