@@ -17,7 +17,7 @@ import time
 from pathlib import Path
 from typing import Callable
 
-from experiments import cg_benchmark, criteria_hierarchy, framework, mechanism_sparsity, mechind_overlap
+from experiments import cg_benchmark, criteria_hierarchy, framework, mechanism_sparsity, mechind_overlap, mechind_scenes
 from mechind.core import report
 
 
@@ -39,6 +39,7 @@ class Part:
 PARTS = (
     Part("criteria_hierarchy", "Criteria hierarchy on generators of known structure", criteria_hierarchy.main),
     mechind_overlap.EXPERIMENT,
+    mechind_scenes.EXPERIMENT,
     cg_benchmark.EXPERIMENT,
     mechanism_sparsity.EXPERIMENT,
 )
