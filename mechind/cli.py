@@ -158,6 +158,9 @@ def slots_parser() -> argparse.ArgumentParser:
     ap.add_argument("--lam", type=float, default=None, help=f"contrast weight (default {fitting.FIT_DEFAULTS['lam']})")
     ap.add_argument("--points", type=int, default=256, help="data points the criteria are evaluated at (default 256)")
     ap.add_argument("--tol", type=float, default=fitting.DEFAULT_TOL, help="relative zero of a derivative")
+    ap.add_argument(
+        "--only", nargs="+", default=None, metavar="NAME", help=f"criteria (default {list(fitting.CRITERIA)})"
+    )
     _common(ap)
     return ap
 
@@ -272,6 +275,7 @@ def fit_slots(argv) -> int:
             settings["lam"] = args.lam
         if args.points < 1:
             raise UsageError(f"--points must be >= 1, got {args.points}")
+        _check_names(args.only)
         x = arrays["x"]
         fitted = fitting.fit(
             rng.key(args.seed),
@@ -283,7 +287,7 @@ def fit_slots(argv) -> int:
             **settings,
         )
         z_hat = fitted.encode(x)
-        crit = evaluate_points(fitted.decoder, z_hat[: args.points], fitted.slot_sizes, args.tol)
+        crit = evaluate_points(fitted.decoder, z_hat[: args.points], fitted.slot_sizes, args.tol, args.only)
         summary = {
             "pipeline": "slots",
             "samples": int(len(x)),
@@ -370,6 +374,14 @@ def fit_cg(argv) -> int:
     from cg import fitting as cg_fitting
 
     return cg_fitting.main(argv, prog="mechind fit cg")
+
+
+def _check_names(names) -> None:
+    from mechind import criteria
+
+    unknown = [n for n in names or () if n not in criteria.names()]
+    if unknown:
+        raise UsageError(f"unknown criterion {unknown[0]!r}; registered: {criteria.names()}")
 
 
 def evaluate_points(fn, z, slot_sizes, tol, names=None):
@@ -482,7 +494,8 @@ def example_arrays(pipeline: str, seed: int, n: int, *, overlap: float = 0.0, ki
         return ms_fitting.example_data(key, n if kind == "action" else n // 2, kind=kind)
     from mechind.core import datasets
 
-    d = jax.device_get(datasets.make("cg_domains", num_domains=4, latent_dim=3).sample(key, n))
+    spec = datasets.make("cg_domains", num_domains=4, latent_dim=3)
+    d = jax.device_get(jax.jit(spec.sample, static_argnums=1)(key, n))  # one compile, not op by op
     return {"x": np.asarray(d["x"]), "u": np.asarray(d["u"]), "z": np.asarray(d["z"])}
 
 

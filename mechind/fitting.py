@@ -45,7 +45,7 @@ import numpy as np
 from mechind import criteria as criteria_mod
 from mechind import graph, losses, models
 from mechind import train as slot_train
-from mechind.core import runner
+from mechind.core import derivatives, runner
 
 Array = jax.Array
 
@@ -246,11 +246,14 @@ def evaluate_criteria(fn, z, slot_sizes: Sequence[int], *, tol: float = DEFAULT_
     if unknown:
         raise ValueError(f"unknown criterion {unknown[0]!r}; registered: {criteria_mod.names()}")
     z = jnp.asarray(z, jnp.float32)
-    res = criteria_mod.evaluate_all(fn, z, slot_sizes, tol=tol, only=tuple(names))
-    res = jax.device_get(res)
-    from mechind.core import derivatives
+    tol = graph.check_tol(tol)
 
-    labels = np.asarray(jax.jit(lambda zz: graph.component_labels(derivatives.jacobian(fn, zz), tol))(z))
+    def both(zz):  # one compiled program: XLA shares the Jacobian between the criteria and G_D
+        res = criteria_mod.evaluate_all(fn, zz, slot_sizes, tol=tol, only=tuple(names))
+        return res, graph.component_labels(derivatives.jacobian(fn, zz), tol)
+
+    res, labels = jax.device_get(jax.jit(both)(z))
+    labels = np.asarray(labels)
     parts = [tuple(tuple(np.flatnonzero(row == c).tolist()) for c in np.unique(row)) for row in labels]
     counts: dict = {}
     for p in parts:

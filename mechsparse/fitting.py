@@ -330,7 +330,7 @@ def example_data(key, n: int = 512, *, kind: str = "action", latent_dim: int = 3
     spec = ms_data.Spec(
         kind=kind, graph="cyclic" if kind == "action" else "lower", latent_dim=latent_dim, obs_dim=obs_dim
     )
-    d = jax.device_get(spec.sample(jnp.asarray(key), n))
+    d = jax.device_get(jax.jit(spec.sample, static_argnums=1)(jnp.asarray(key), n))  # one compile, not op by op
     graph = np.asarray(d["graph"])
     if kind == "action":
         return {"x": np.asarray(d["x"][:, 0]), "a": np.asarray(d["a"]), "z": np.asarray(d["z"][:, 0]), "graph": graph}

@@ -80,6 +80,8 @@ def test_nan_in_one_run_does_not_stop_the_others():
     np.testing.assert_allclose(res.final_loss[[0, 2]], alone.final_loss, rtol=1e-5)
 
 
+@pytest.mark.slow  # 8 s; the contrast's effect on training: test_compositional_contrast_improves_sis_at_zero_overlap
+# and tests/mechind/test_fitting.py (it takes a fitted decoder's cross-slot derivatives below 5 % of the largest)
 def test_contrast_lowers_c_comp():
     res = _group(SMALL.replace(num_steps=300), [0, 0], [0.0, 1.0], chunk_steps=300)
     assert res.metrics["c_comp"][1] < 0.5 * res.metrics["c_comp"][0]

@@ -41,6 +41,12 @@ def test_bad_input_is_one_line_before_anything_compiles(kw, match, monkeypatch):
     assert match in str(e.value) and "\n" not in str(e.value)
 
 
+def test_example_time_series_are_episodes_of_two_steps():
+    d = fitting.example_data(jax.random.PRNGKey(0), 64, kind="time")
+    assert d["x"].shape == (128, 6) and (d["episode"][::2] == d["episode"][1::2]).all()
+    assert fitting.pairs(d["x"], d["episode"]).shape == (64, 2, 6)
+
+
 def test_time_pairs_never_span_two_episodes():
     x = np.arange(6.0)[:, None]
     np.testing.assert_array_equal(fitting.pairs(x, True)[:, :, 0], [[0, 1], [1, 2], [2, 3], [3, 4], [4, 5]])
@@ -55,18 +61,19 @@ def test_the_fit_config_is_the_pipelines_with_the_users_shape():
     assert kind == "time" and xs.shape == (199, 2, 5) and c.data.parent_dim == 3 and a.shape == (199, 3)
 
 
-@pytest.mark.parametrize("kind", ["action", "time"])
-def test_a_fit_encodes_decodes_and_learns_a_graph(kind):
-    kw = {"actions": A} if kind == "action" else {"time": True}
-    f = mechsparse.fit(jax.random.PRNGKey(0), X * 2 + 1, latent_dim=3, **kw, **TINY)
-    assert f.kind == kind and not f.failed and f.loss_history.shape == (1,)
-    assert f.graph.shape == ((3, 2) if kind == "action" else (3, 3)) and ((0 <= f.graph) & (f.graph <= 1)).all()
-    z = f.encode(X * 2 + 1)
-    assert z.shape == (200, 3) and f.decode(z).shape == (200, 5)
-    assert abs(f.decode(z).mean() - 1) < 1  # original units
+@pytest.mark.slow  # 9 s; the time path's arrays are tested above without training, its step is the action data's
+def test_a_fit_of_a_time_series_encodes_decodes_and_learns_a_graph():
+    d = fitting.example_data(jax.random.PRNGKey(0), 128, kind="time")  # 128 episodes of 2 steps
+    assert d["x"].shape == (256, 6) and (d["episode"][::2] == d["episode"][1::2]).all()
+    f = mechsparse.fit(jax.random.PRNGKey(0), d["x"] * 2 + 1, time=d["episode"], latent_dim=3, **TINY)
+    assert f.kind == "time" and not f.failed and f.loss_history.shape == (1,) and f.config.num_train == 128 - 13
+    assert f.graph.shape == (3, 3) and ((0 <= f.graph) & (f.graph <= 1)).all() and f.edges.dtype == bool
+    z = f.encode(d["x"] * 2 + 1)
+    assert z.shape == (256, 3) and f.decode(z).shape == (256, 6)
+    assert abs(f.decode(z).mean() - (2 * d["x"].mean() + 1)) < 1  # original units
 
 
-def test_example_data_has_the_layout_fit_takes():
-    d = fitting.example_data(jax.random.PRNGKey(0), 64, kind="time")
-    assert d["x"].shape == (128, 6) and (d["episode"][::2] == d["episode"][1::2]).all()
-    assert len(fitting.pairs(d["x"], d["episode"])) == 64
+@pytest.mark.slow  # the action path runs end to end in tests/mechind/test_cli.py (mechind fit mechsparse)
+def test_a_fit_with_actions_learns_an_action_graph():
+    f = mechsparse.fit(jax.random.PRNGKey(0), X, actions=A, latent_dim=3, **TINY)
+    assert f.kind == "action" and f.graph.shape == (3, 2) and f.encode(X).shape == (200, 3)
