@@ -12,7 +12,7 @@ import argparse
 import time
 from pathlib import Path
 
-from experiments.bench import common, derivatives, seeds, step
+from experiments.bench import common, derivatives, scene_step, seeds, step
 from experiments.bench import slice as slice_bench
 from mechind.core import report
 
@@ -36,6 +36,7 @@ def main(argv=None) -> Path:
     )
     sd = seeds.main(o + (["--S", "1", "5", "--steps", "50", "--repeats", "1"] if fast else []))
     sl = slice_bench.main(o + (["--steps", "100", "--Ks", "2"] if fast else []))
+    sc = scene_step.main(o + (["--sizes", "16", "--scan-steps", "5", "--repeats", "2"] if fast else []))
     m = common.machine()
     lines = [
         f"Measured on {m['device_kind']} ({m['backend']}, {m['cpu_count']} cores), jax {m['jax']}, "
@@ -134,6 +135,9 @@ def main(argv=None) -> Path:
     lines.append(
         f"\nPaper grid on this device, extrapolated: {sl['paper_grid_extrapolated_s'] / 3600:.2f} h ({sl['note']}).\n"
     )
+    lines.append("\nImage decoder (scene slot autoencoder): the step with the contrast against the step without, and")
+    lines.append("the decoder Jacobian against jax.jacfwd and torch.func.jacfwd (same weights):\n")
+    lines.append(scene_step.table(sc))
     path = report.write_atomic(Path(args.out) / "summary.md", "\n".join(lines))
     print("\n".join(lines))
     print(f"wrote {path}")

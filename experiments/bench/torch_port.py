@@ -116,3 +116,45 @@ def jacobian_fn(obs_dim: int, latent_dim: int, hidden=(80, 80), seed: int = 0):
     for p in dec.parameters():
         p.requires_grad_(False)
     return dec, vmap(jacfwd(dec)), vmap(hessian(dec))
+
+
+def scene_decoder(params: dict, num_slots: int, height: int, width: int, composition: str = "alpha"):
+    """:func:`mechind.scene_models.decode` in PyTorch with the same weights (``params``: the
+    JAX decoder's dict, any array type): ``f(z [K * s]) -> [H * W * 3]``. Per-slot
+    spatial-broadcast MLPs (LeakyReLU 0.2; the first layer ``W_z z_k + W_p p + b``), then
+    the slots alpha-composited over the background in depth order (slot 0 at the back) or
+    summed onto it. Written the way torch.func code is: ``vmap(jacfwd(f))`` is its Jacobian."""
+    torch = _torch()
+    nnf = torch.nn.functional
+
+    def t(a):
+        return torch.from_numpy(np.array(a, np.float32))
+
+    w_z, w_p, b_0, background = t(params["w_z"]), t(params["w_p"]), t(params["b_0"]), t(params["background"])
+    layers = [(t(layer["w"]), t(layer["b"])) for layer in params["layers"]]
+    py, px = torch.meshgrid(torch.linspace(-1, 1, height), torch.linspace(-1, 1, width), indexing="ij")
+    coords = torch.stack([px.reshape(-1), py.reshape(-1)], -1)  # [H * W, 2], x then y, row-major
+
+    def f(z):
+        zk = z.reshape(num_slots, -1)
+        h = torch.einsum("ks,ksh->kh", zk, w_z)[:, None] + torch.einsum("pc,kch->kph", coords, w_p) + b_0[:, None]
+        for w, b in layers:
+            h = torch.einsum("kph,khj->kpj", nnf.leaky_relu(h, 0.2), w) + b[:, None]
+        if composition == "sum":
+            return (background + h[..., :3].sum(0)).reshape(-1)
+        img = background.expand(h.shape[1], 3)
+        for k in range(num_slots):
+            a = torch.sigmoid(h[k, :, 3:4])
+            img = a * h[k, :, :3] + (1 - a) * img
+        return img.reshape(-1)
+
+    return f
+
+
+def scene_jacobian_fn(params: dict, num_slots: int, height: int, width: int, composition: str = "alpha"):
+    """``z [B, K * s] -> [B, H * W * 3, K * s]``: ``torch.func.vmap(torch.func.jacfwd(f))`` of
+    :func:`scene_decoder`."""
+    _torch()
+    from torch.func import jacfwd, vmap
+
+    return vmap(jacfwd(scene_decoder(params, num_slots, height, width, composition)))
