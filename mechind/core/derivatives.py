@@ -70,12 +70,16 @@ def derivative(fn: Fn, x: Array, order: int) -> Array:
     """Per-sample n-th derivative tensor, ``[B, d_out] + [d_in] * order``.
 
     Order 1 is the Jacobian, order 2 the Hessian; higher orders nest forward mode on top
-    of the Jacobian (each level multiplies the cost by d_in, so keep d_in small).
+    of the Jacobian (each level multiplies the cost by d_in, so keep d_in small). The
+    Jacobian inside is taken in the cheaper mode for the shape (:func:`choose_mode`): reverse
+    for a narrow output, forward for a wide one such as an image, where reverse mode would
+    hold one cotangent per pixel (a 16 x 16 renderer's Hessian at 64 points took 4.6 GB).
     """
     _check_batch(x)
     if not isinstance(order, (int, np.integer)) or order < 1:
         raise ValueError(f"order must be a positive integer, got {order!r}")
-    d = jax.jacrev(fn) if order == 1 else jax.jacfwd(jax.jacrev(fn))
+    inner = jax.jacfwd if choose_mode(x.shape[1], output_dim(fn, x.shape[1], x.dtype)) == "fwd" else jax.jacrev
+    d = inner(fn) if order == 1 else jax.jacfwd(inner(fn))
     for _ in range(order - 2):
         d = jax.jacfwd(d)
     return _batched(d)(x)

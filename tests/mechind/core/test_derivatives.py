@@ -149,3 +149,14 @@ def test_fwd_equals_rev_property(d_in, d_out, seed):
 def test_bad_input_raises_clear_error(call, match):
     with pytest.raises(ValueError, match=match):
         call()
+
+
+def test_derivative_of_a_wide_output_in_forward_mode_closed_form():
+    # d_out = 9 > d_in = 3: the Jacobian inside is taken in forward mode (an image's case)
+    fn = lambda x: jnp.outer(x, x).ravel()  # noqa: E731
+    x = jnp.array([[1.0, 2.0, -0.5], [0.3, 0.0, 4.0]])
+    eye = np.eye(3)
+    want2 = np.einsum("ia,jb->ijab", eye, eye) + np.einsum("ib,ja->ijab", eye, eye)
+    np.testing.assert_allclose(derivatives.derivative(fn, x, 2), np.broadcast_to(want2.reshape(9, 3, 3), (2, 9, 3, 3)))
+    want1 = np.einsum("ia,bj->bija", eye, x) + np.einsum("bi,ja->bija", x, eye)
+    np.testing.assert_allclose(derivatives.derivative(fn, x, 1), want1.reshape(2, 9, 3))
