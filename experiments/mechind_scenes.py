@@ -63,12 +63,12 @@ class Config:
         "how slot decodings form the image: alpha (depth-ordered, the renderer's class) or sum (additive)",
         choices=scene_models.COMPOSITIONS,
     )
-    num_steps: int = setting(3_000, "training steps per run")
+    num_steps: int = setting(2_000, "training steps per run")
     num_train: int = setting(10_000, "training scenes")
     num_val: int = setting(1_000, "validation scenes (SIS)")
     batch_size: int = setting(default_of(scene_train.SceneSlotConfig, "batch_size"), "minibatch size")
     contrast_batch: int = setting(16, "scenes of each minibatch that the training contrast is computed on (0: all)")
-    lr: float = setting(3e-3, "Adam learning rate (divided by 10 at half of training)")
+    lr: float = setting(1e-2, "Adam learning rate (divided by 10 at half of training)")
     dec_hidden: tuple[int, ...] = setting(
         default_of(scene_train.SceneSlotConfig, "dec_hidden"), "per-pixel MLP widths of each slot's decoder"
     )
@@ -305,6 +305,8 @@ EXPERIMENT = framework.Experiment(
     presets=PRESETS,
     groups=make_groups,
     report=report_all,
+    # the main job's budget: the two ends of the occlusion range, 2 seeds, half the steps
+    main_job_args=("--occlusions", "0", "1", "--seeds", "2", "--num-steps", "1000"),
 )
 
 

@@ -225,7 +225,9 @@ def loss(config: SceneSlotConfig, nets: Nets, params: dict, x: Array, lam: Array
     if not with_contrast:
         return rec, (rec, jnp.zeros(()))
     m = config.contrast_batch or x.shape[0]
-    cc = losses.compositional_contrast(decoder_jacobian(config, params["dec"], z_hat[:m]), config.slot_sizes)
+    cc = scene_models.compositional_contrast(
+        params["dec"], z_hat[:m], config.num_objects, config.height, config.width, config.composition
+    )
     return rec + lam * cc, (rec, cc)
 
 

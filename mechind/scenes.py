@@ -308,7 +308,7 @@ class SceneLaw:
     def sample(self, key: Array, num_samples: int) -> Array:
         """``z [N, K, 4]``; raises if a scene found no valid proposal in ``max_rounds`` rounds
         (raise ``candidates`` or shrink the objects), when called eagerly."""
-        z, accepted = self.sample_with_acceptance(key, num_samples)
+        z, accepted = _sample_jit(self, key, num_samples)
         if not isinstance(accepted, jax.core.Tracer) and not bool(jnp.all(accepted)):
             raise ValueError(
                 f"{int(jnp.sum(~accepted))} of {num_samples} scenes found no placement at occlusion "
@@ -316,6 +316,10 @@ class SceneLaw:
                 "or shrink size_range"
             )
         return z
+
+
+# one compiled sampler per (law, size): eagerly, the rounds would run op by op
+_sample_jit = jax.jit(lambda law, key, n: law.sample_with_acceptance(key, n), static_argnums=(0, 2))
 
 
 @datasets.register("scenes")

@@ -77,3 +77,33 @@ def test_encoder_shapes(size, downs):
     params = enc.init(jax.random.PRNGKey(0), jnp.zeros((size, size, 3)))
     assert enc.apply(params, jnp.zeros((5, size, size, 3))).shape == (5, 8)
     assert enc.apply(params, jnp.zeros((size, size, 3))).shape == (8,)
+
+
+@pytest.mark.parametrize("h,w", [(8, 8), (7, 5)])
+def test_strided_conv_is_flax_conv_without_the_conv_op(h, w):
+    import flax.linen as nn
+
+    x = jax.random.normal(jax.random.PRNGKey(0), (2, h, w, 3))
+    params = scene_models.StridedConv(5).init(jax.random.PRNGKey(1), x)
+    ref = nn.Conv(5, (3, 3), strides=(2, 2), padding="SAME").apply(params, x)
+    np.testing.assert_allclose(scene_models.StridedConv(5).apply(params, x), ref, atol=2e-6)
+
+
+@pytest.mark.parametrize("composition", scene_models.COMPOSITIONS)
+def test_contrast_from_slot_norms_equals_the_contrast_of_the_full_jacobian(composition):
+    from mechind import losses
+
+    p = random_params(jax.random.PRNGKey(2), 2, hidden=(8, 8))
+    z = jax.random.normal(jax.random.PRNGKey(3), (3, 8))
+
+    @jax.jit
+    def both(q):
+        full = jax.vmap(jax.jacfwd(lambda u: scene_models.decode(q, u, 2, H, W, composition)))(z)
+        return scene_models.compositional_contrast(q, z, 2, H, W, composition), losses.compositional_contrast(
+            full, (4, 4)
+        )
+
+    got, want = both(p)
+    np.testing.assert_allclose(got, want, rtol=1e-5)
+    g_got, g_want = jax.jit(jax.jacrev(lambda q: jnp.stack(both(q))))(p)["layers"][0]["w"]
+    np.testing.assert_allclose(g_got, g_want, atol=1e-5 * float(jnp.abs(g_want).max()))
