@@ -151,14 +151,12 @@ def make_config(n: int, obs_dim: int, *, num_slots: int, slot_dim: int, val_frac
             f"{n} samples leave {n - num_val} for training after {num_val} held out, fewer than one batch of "
             f"{batch}: use more data or a batch_size of at most {max(1, n - num_val)}"
         )
-    return FitConfig(
-        num_slots=num_slots,
-        slot_dim=slot_dim,
-        obs_dim=obs_dim,
-        num_train=n - num_val,
-        num_val=num_val,
-        **settings,
-    )
+    try:
+        return FitConfig(
+            num_slots=num_slots, slot_dim=slot_dim, obs_dim=obs_dim, num_train=n - num_val, num_val=num_val, **settings
+        )
+    except TypeError as e:  # a value of the wrong type compared with a number, e.g. lr="fast"
+        raise ValueError(f"a setting has a value of the wrong type ({e}): {settings}") from None
 
 
 def check_inputs(x, *, num_slots: int, slot_dim: int, preprocess: str = "standardize", **settings):
@@ -361,6 +359,7 @@ class Fitted:
             "z_std": self.z_std,
             "loss_history": self.loss_history,
             "recon_r2": np.asarray(self.recon_r2),
+            "failed": np.asarray(self.failed),
         }
 
     @classmethod
@@ -386,7 +385,7 @@ class Fitted:
             get("z_std"),
             get("loss_history"),
             float(get("recon_r2")),
-            False,
+            bool(get("failed")) if "failed" in arrays else False,
         )
 
 

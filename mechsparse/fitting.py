@@ -166,7 +166,10 @@ def check_inputs(x, *, actions=None, time=None, latent_dim: int, preprocess: str
             f"{s['batch_size']}: use more data or a batch_size of at most {max(1, n - num_val)}"
         )
     shape = Shape(kind=kind, latent_dim=latent_dim, obs_dim=x.shape[1], action_dim=d_a)
-    config = FitConfig(data=shape, num_train=n - num_val, num_val=num_val, **s)
+    try:
+        config = FitConfig(data=shape, num_train=n - num_val, num_val=num_val, **s)
+    except TypeError as e:  # a value of the wrong type compared with a number, e.g. lr="fast"
+        raise ValueError(f"a setting has a value of the wrong type ({e}): {settings}") from None
     return xs, a, config, kind
 
 

@@ -167,6 +167,8 @@ BAD = [
     ("slots", {"x": X}, [*SLOTS, "--set", "overlap=0.5"], "unknown setting(s) ['overlap']"),
     ("slots", {"x": X}, [*SLOTS, "--set", "lr"], "--set takes FIELD=VALUE"),
     ("slots", {"x": X}, [*SLOTS, "--points", "0"], "--points must be >= 1"),
+    ("slots", {"x": X}, [*SLOTS, "--set", "lr=fast"], "wrong type"),
+    ("mechsparse", {"x": X, "a": A}, ["--latent-dim", "3", "--set", "tau=hot"], "wrong type"),
     ("slots", {"x": X}, [*SLOTS, "--only", "type_x"], "unknown criterion 'type_x'"),
     ("mechsparse", {"x": X}, ["--latent-dim", "3"], "holds no actions a: for a time series pass --time"),
     ("mechsparse", {"x": X, "a": A}, ["--latent-dim", "3", "--time"], "pick one"),
