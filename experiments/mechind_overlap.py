@@ -283,6 +283,8 @@ EXPERIMENT = framework.Experiment(
     presets=PRESETS,
     groups=make_groups,
     report=report_all,
+    # the main job's budget: 2 seeds of the quick preset's 3 (room for the image experiment)
+    main_job_args=("--seeds", "2"),
 )
 
 

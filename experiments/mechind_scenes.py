@@ -305,8 +305,21 @@ EXPERIMENT = framework.Experiment(
     presets=PRESETS,
     groups=make_groups,
     report=report_all,
-    # the main job's budget: the two ends of the occlusion range, 2 seeds, half the steps
-    main_job_args=("--occlusions", "0", "1", "--seeds", "2", "--num-steps", "1000"),
+    # the main job's budget (about 2 minutes): the two ends of the occlusion range, one seed,
+    # 600 steps; the quick preset itself is this module's own command
+    main_job_args=(
+        "--occlusions",
+        "0",
+        "1",
+        "--seeds",
+        "1",
+        "--num-steps",
+        "600",
+        "--num-train",
+        "5000",
+        "--num-val",
+        "500",
+    ),
 )
 
 
