@@ -270,6 +270,7 @@ def report_all(records: list[dict], c: Config, out: Path, info: dict) -> str:
                 paired += f"\nK = {k}: {what}(λ) − {what}(λ = 0), paired on the seed (Wilcoxon):\n\n"
                 paired += sweep.paired_table(sub, "lam", "occlusion", value, 0.0, col_fmt="occlusion {}")
     failed = [r for r in records if r["failed"]]
+    misplaced = [r for r in records if r.get("scenes_placed", 1.0) < 1.0]
     crit = criteria_table(c)
     text = (
         header
@@ -287,6 +288,14 @@ def report_all(records: list[dict], c: Config, out: Path, info: dict) -> str:
         + "\nContrast share in standardized units (0 = every pixel channel depends on one slot):\n\n"
         + share_md
         + (f"\n{len(failed)} run(s) failed.\n" if failed else "")
+        + (
+            f"\n{len(misplaced)} run(s) drew scenes without a placement their occlusion level allows "
+            "(use a larger canvas or more occlusion): "
+            + ", ".join(f"occ={r['occlusion']} seed={r['seed']} ({r['scenes_placed']:.4f})" for r in misplaced)
+            + "\n"
+            if misplaced
+            else ""
+        )
     )
     report.write_atomic(out / "table.md", text)
     report.write_atomic(out / "table.csv", csv)

@@ -39,6 +39,8 @@ def finish(m: dict) -> dict:
     scene (``sis_scene``, :func:`mechind.core.metrics.sis_per_scene_r2`), and the example scenes,
     reconstructions and per-slot decodings as 8-bit images (:func:`pack_images`)."""
     out = slot_train.finish(m)
+    if "scenes_placed" in m:  # the share of scenes drawn with a placement the occlusion level allows
+        out["scenes_placed"] = float(m["scenes_placed"])
     if "sis_scene_on" in m:
         out["sis_scene"] = metrics.sis_from_per_scene(m["sis_scene_on"], m["sis_scene_off"])
     if "examples_x" in m:
@@ -196,13 +198,14 @@ def make_data(config: SceneSlotConfig, key: Array, given: dict | None = None) ->
     :attr:`SceneSlotConfig.dataset`'s law with ``fold_in(key, 0)``."""
     n, m = config.num_train, config.num_val
     if given is None:
-        z = config.dataset.law.sample(jax.random.fold_in(key, 0), n + m)
+        z, placed = config.dataset.law.sample_with_acceptance(jax.random.fold_in(key, 0), n + m)
     else:
-        z = jnp.asarray(given["z"])
+        z, placed = jnp.asarray(given["z"]), jnp.ones(n + m, bool)
     if z.size != (n + m) * config.dataset.renderer.latent_dim:
         raise ValueError(f"given z of shape {tuple(z.shape)} does not fit [{n + m}, {config.num_objects}, 4]")
     z = z.reshape(n + m, config.num_objects, scenes.OBJECT_DIM)
-    return {"z_train": z[:n], "z_val": z[n:]}
+    # inside a run a scene without a valid placement cannot raise: its share is recorded
+    return {"z_train": z[:n], "z_val": z[n:], "placed": jnp.mean(placed)}
 
 
 def init_state(config: SceneSlotConfig, nets: Nets, key: Array, data: dict, hp: HParams) -> training.TrainState:
@@ -282,6 +285,7 @@ def evaluate(config: SceneSlotConfig, nets: Nets, state: training.TrainState, da
         ),
         "recon_r2": 1.0 - ss_res / ss_tot,
         "val_mse": losses.mse(xf, x_hat),
+        "scenes_placed": data["placed"],
         "objective": objective,
         **slot_train.contrast_diagnostics(decode, z_hat, xf, sizes, m),
     }

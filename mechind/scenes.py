@@ -246,6 +246,17 @@ class SceneLaw:
         for ok, msg in checks:
             if not ok:
                 raise ValueError(msg)
+        # can K objects of the smallest size be placed at all? Points at pairwise L-infinity
+        # distance >= d in a square of side w: at most (floor(w / d) + 1)^2 of them (a grid)
+        w = 1.0 - 2 * margin
+        d = float(self.min_distance(lo, lo))
+        fits = (math.floor(w / d) + 1) ** 2 if d > 0 else math.inf
+        if fits < self.renderer.num_objects:
+            raise ValueError(
+                f"{self.renderer.num_objects} objects cannot be placed at occlusion {self.occlusion} on a "
+                f"{self.renderer.height}x{self.renderer.width} canvas: centres must be {d:.3f} apart within a "
+                f"square of side {w:.3f}; use a larger canvas, smaller objects or more occlusion"
+            )
 
     @property
     def centre_range(self) -> tuple[float, float]:

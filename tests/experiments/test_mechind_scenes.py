@@ -8,11 +8,11 @@ import pytest
 from experiments import mechind_scenes
 from mechind.core import report
 
-TINY = dict(height=8, width=8, num_train=64, num_val=20, batch_size=8, contrast_batch=4, criteria_scenes=8)
+TINY = dict(height=16, width=16, num_train=64, num_val=20, batch_size=8, contrast_batch=4, criteria_scenes=8)
 
 
 def test_renderer_criteria_type_d_exactly_at_zero_occlusion_and_failing_with_it():
-    c = mechind_scenes.Config(**TINY, occlusions=(0.0, 1.0), criteria_scenes=16)
+    c = mechind_scenes.Config(**{**TINY, "occlusions": (0.0, 1.0), "criteria_scenes": 16})
     free, apart = (mechind_scenes.renderer_criteria(c, 2, occ) for occ in (1.0, 0.0))
     assert apart["overlap"] == 0.0 and apart["type_d"] == 1.0 and apart["type_h2"] == 1.0
     assert apart["components"] == 2.0  # one component per object
@@ -38,6 +38,7 @@ def test_groups_pair_lambda_and_seeds_within_a_group():
         (dict(criteria_scenes=0), "criteria-scenes"),
         (dict(contrast_batch=99), "contrast_batch"),
         (dict(seeds=0), "seeds"),
+        (dict(height=8, width=8, occlusions=(0.0,)), "cannot be placed"),
     ],
 )
 def test_bad_settings_fail_before_anything_compiles(bad, match):
@@ -54,11 +55,12 @@ def test_presets_are_valid_and_paper_is_the_published_protocol():
 @pytest.mark.slow
 def test_end_to_end(tmp_path):
     args = ["--occlusions", "0", "1", "--seeds", "1", "--num-steps", "6", "--chunk-steps", "3"]
-    args += ["--height", "8", "--width", "8", "--num-train", "64", "--num-val", "20", "--batch-size", "8"]
+    args += ["--height", "16", "--width", "16", "--num-train", "64", "--num-val", "20", "--batch-size", "8"]
     args += ["--contrast-batch", "4", "--criteria-scenes", "4", "--no-progress", "--out", str(tmp_path)]
     out = mechind_scenes.main(args)
     recs = report.read_jsonl(tmp_path / "results.jsonl")
-    assert len(recs) == 2 * 2 and all("examples" in r and "sis" in r for r in recs)
+    assert len(recs) == 2 * 2 and all("examples" in r and "sis_scene" in r for r in recs)
+    assert all(r["scenes_placed"] == 1.0 for r in recs)
     for name in ("table.md", "table.csv", "criteria.md", "sis_vs_occlusion.png", "scenes.png"):
         assert (tmp_path / name).is_file()
     assert "type_d" in out["markdown"]

@@ -305,10 +305,15 @@ def test_occlusion_knob(occ0_scenes):
 
 
 def test_occlusion_zero_that_cannot_be_placed_is_a_clear_error():
-    # centres within [0.306, 0.694] but at least 2 * 0.2 + 2 * band = 0.57 apart: impossible
-    law = scenes.SceneLaw(R2, occlusion=0.0, size_range=(0.2, 0.22))
-    with pytest.raises(ValueError, match=f"{N} of {N} scenes found no placement at occlusion 0.0"):
-        draw(law, jax.random.PRNGKey(1))
+    # centres within [0.306, 0.694] but at least 2 * 0.2 + 2 * band = 0.57 apart: impossible,
+    # known before any draw
+    with pytest.raises(ValueError, match="2 objects cannot be placed at occlusion 0.0"):
+        scenes.SceneLaw(R2, occlusion=0.0, size_range=(0.2, 0.22))
+    # possible but rare (three objects, one proposal): a clear error when drawn eagerly
+    r3 = scenes.Renderer(num_objects=3, height=H, width=W)
+    law = scenes.SceneLaw(r3, occlusion=0.0, candidates=1, max_rounds=1)
+    with pytest.raises(ValueError, match="scenes found no placement at occlusion 0.0"):
+        law.sample(jax.random.PRNGKey(1), 64)
 
 
 # ------------------------------------------------------------------ independent checks of the drawing
