@@ -19,8 +19,7 @@ def random_params(key, k, s=4, hidden=(16, 16)):
     return p
 
 
-@pytest.mark.parametrize("composition", scene_models.COMPOSITIONS)
-@pytest.mark.parametrize("k", [1, 3])
+@pytest.mark.parametrize("composition,k", [("alpha", 3), ("sum", 2)])
 def test_slot_by_slot_jacobian_equals_jacfwd(composition, k):
     p = random_params(jax.random.PRNGKey(k), k)
     z = jax.random.normal(jax.random.PRNGKey(7), (k * 4,))
@@ -70,9 +69,10 @@ def test_sum_decodings_add_up_to_the_image():
     np.testing.assert_allclose(jnp.sum(slots - p["background"], 0) + p["background"], img, atol=1e-5)
 
 
-@pytest.mark.parametrize("size,downs", [(8, 1), (16, 2), (32, 3), (64, 4)])
+@pytest.mark.parametrize("size,downs", [(16, 2), (64, 4)])
 def test_encoder_shapes(size, downs):
     assert scene_models.num_downsamplings(size, size) == downs
+    assert scene_models.num_downsamplings(8, 8) == 1 and scene_models.num_downsamplings(32, 24) == 3
     enc = scene_models.ConvEncoder(8, channels=4, hidden=8)
     params = enc.init(jax.random.PRNGKey(0), jnp.zeros((size, size, 3)))
     assert enc.apply(params, jnp.zeros((5, size, size, 3))).shape == (5, 8)
