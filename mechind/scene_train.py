@@ -105,34 +105,17 @@ class SceneSlotConfig:
                 self.composition in scene_models.COMPOSITIONS,
                 f"composition must be one of {scene_models.COMPOSITIONS}, got {self.composition!r}",
             ),
-            (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 <= self.lr_drop <= 1, f"lr_drop must lie in [0, 1], got {self.lr_drop}"),
-            (self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (
-                self.num_train >= self.batch_size,
-                f"num_train ({self.num_train}) must be >= batch_size ({self.batch_size})",
-            ),
-            (self.num_val >= 10, f"num_val must be >= 10 for a SIS fit/eval split, got {self.num_val}"),
-            (0 < self.sis_fit_frac < 1, f"sis_fit_frac must lie in (0, 1), got {self.sis_fit_frac}"),
+            *slot_train.training_checks(self),
             (self.enc_channels >= 1 and self.enc_hidden >= 1, "enc_channels and enc_hidden must be >= 1"),
             (
                 len(self.dec_hidden) >= 1 and all(h >= 1 for h in self.dec_hidden),
                 f"dec_hidden must be a non-empty tuple of positive widths, got {self.dec_hidden}",
             ),
             (
-                self.latent_norm in slot_train.LATENT_NORMS,
-                f"latent_norm must be one of {slot_train.LATENT_NORMS}, got {self.latent_norm!r}",
-            ),
-            (self.norm_ref >= 2, f"norm_ref must be >= 2, got {self.norm_ref}"),
-            (0 <= self.lam_warmup <= 1, f"lam_warmup must lie in [0, 1], got {self.lam_warmup}"),
-            (
                 0 <= self.contrast_batch <= self.batch_size,
                 f"contrast_batch must lie in [0, batch_size={self.batch_size}], got {self.contrast_batch}",
             ),
             (0 <= self.num_examples <= self.num_val, f"num_examples must lie in [0, num_val], got {self.num_examples}"),
-            (self.contrast_eval_samples >= 1, f"contrast_eval_samples must be >= 1, got {self.contrast_eval_samples}"),
         ]
         for ok, msg in checks:
             if not ok:

@@ -53,6 +53,26 @@ def encode(config, enc, params: dict, x: Array, ref: Array | None = None) -> Arr
     return standardize(z, None if ref is None else enc.apply({"params": params["enc"]}, ref))
 
 
+def training_checks(c) -> list[tuple[bool, str]]:
+    """``(ok, message)`` for the training settings every slot-autoencoder config shares (this
+    module's :class:`SlotConfig`, the image pipeline's config): lambda, the optimizer and its
+    schedule, the data sizes, SIS's split, the latent standardization."""
+    return [
+        (c.lam >= 0, f"lam must be >= 0, got {c.lam}"),
+        (c.lr > 0, f"lr must be > 0, got {c.lr}"),
+        (0 <= c.lr_drop <= 1, f"lr_drop must lie in [0, 1], got {c.lr_drop}"),
+        (c.num_steps >= 1, f"num_steps must be >= 1, got {c.num_steps}"),
+        (c.batch_size >= 1, f"batch_size must be >= 1, got {c.batch_size}"),
+        (c.num_train >= c.batch_size, f"num_train ({c.num_train}) must be >= batch_size ({c.batch_size})"),
+        (c.num_val >= 10, f"num_val must be >= 10 for a SIS fit/eval split, got {c.num_val}"),
+        (0 < c.sis_fit_frac < 1, f"sis_fit_frac must lie in (0, 1), got {c.sis_fit_frac}"),
+        (1 <= c.contrast_eval_samples, f"contrast_eval_samples must be >= 1, got {c.contrast_eval_samples}"),
+        (c.latent_norm in LATENT_NORMS, f"latent_norm must be one of {LATENT_NORMS}, got {c.latent_norm!r}"),
+        (c.norm_ref >= 2, f"norm_ref must be >= 2, got {c.norm_ref}"),
+        (0 <= c.lam_warmup <= 1, f"lam_warmup must lie in [0, 1], got {c.lam_warmup}"),
+    ]
+
+
 @dataclasses.dataclass(frozen=True)
 class SlotConfig:
     """Everything that defines a slot-autoencoder run; validated on construction.
@@ -95,27 +115,13 @@ class SlotConfig:
         for msg in runner.whole_number_errors(self):  # before the comparisons, which 20.5 passes
             raise ValueError(msg)
         checks = [
-            (self.lam >= 0, f"lam must be >= 0, got {self.lam}"),
-            (self.lr > 0, f"lr must be > 0, got {self.lr}"),
-            (0 <= self.lr_drop <= 1, f"lr_drop must lie in [0, 1], got {self.lr_drop}"),
-            (self.num_steps >= 1, f"num_steps must be >= 1, got {self.num_steps}"),
-            (self.batch_size >= 1, f"batch_size must be >= 1, got {self.batch_size}"),
-            (
-                self.num_train >= self.batch_size,
-                f"num_train ({self.num_train}) must be >= batch_size ({self.batch_size})",
-            ),
-            (self.num_val >= 10, f"num_val must be >= 10 for a SIS fit/eval split, got {self.num_val}"),
-            (0 < self.sis_fit_frac < 1, f"sis_fit_frac must lie in (0, 1), got {self.sis_fit_frac}"),
+            *training_checks(self),
             (self.decoder in ("mlp", "additive"), f"decoder must be 'mlp' or 'additive', got {self.decoder!r}"),
             (
                 len(self.hidden) >= 1 and all(h >= 1 for h in self.hidden),
                 f"hidden must be a non-empty tuple of positive widths, got {self.hidden}",
             ),
-            (1 <= self.contrast_eval_samples, f"contrast_eval_samples must be >= 1, got {self.contrast_eval_samples}"),
-            (self.latent_norm in LATENT_NORMS, f"latent_norm must be one of {LATENT_NORMS}, got {self.latent_norm!r}"),
-            (self.norm_ref >= 2, f"norm_ref must be >= 2, got {self.norm_ref}"),
             (self.init in models.INITS, f"init must be one of {models.INITS}, got {self.init!r}"),
-            (0 <= self.lam_warmup <= 1, f"lam_warmup must lie in [0, 1], got {self.lam_warmup}"),
         ]
         for ok, msg in checks:
             if not ok:
