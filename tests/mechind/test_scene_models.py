@@ -19,7 +19,10 @@ def random_params(key, k, s=4, hidden=(16, 16)):
     return p
 
 
-@pytest.mark.parametrize("composition,k", [("alpha", 3), ("sum", 2)])
+@pytest.mark.parametrize(
+    "composition,k",
+    [("alpha", 3), pytest.param("sum", 2, marks=pytest.mark.slow)],  # sum: slow (suite time)
+)
 def test_slot_by_slot_jacobian_equals_jacfwd(composition, k):
     p = random_params(jax.random.PRNGKey(k), k)
     z = jax.random.normal(jax.random.PRNGKey(7), (k * 4,))
@@ -29,6 +32,7 @@ def test_slot_by_slot_jacobian_equals_jacfwd(composition, k):
     np.testing.assert_allclose(got, want, atol=1e-6 * float(jnp.abs(want).max()))
 
 
+@pytest.mark.slow  # jacfwd equality above is exact; the renderer's own FD test stays in the default suite
 def test_jacobian_against_float64_central_differences():
     with jax.enable_x64(True):
         p = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), random_params(jax.random.PRNGKey(3), 2))
@@ -69,7 +73,7 @@ def test_sum_decodings_add_up_to_the_image():
     np.testing.assert_allclose(jnp.sum(slots - p["background"], 0) + p["background"], img, atol=1e-5)
 
 
-@pytest.mark.parametrize("size,downs", [(16, 2), (64, 4)])
+@pytest.mark.parametrize("size,downs", [(16, 2), pytest.param(64, 4, marks=pytest.mark.slow)])
 def test_encoder_shapes(size, downs):
     assert scene_models.num_downsamplings(size, size) == downs
     assert scene_models.num_downsamplings(8, 8) == 1 and scene_models.num_downsamplings(32, 24) == 3
