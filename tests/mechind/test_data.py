@@ -20,7 +20,8 @@ def test_realised_support_is_exactly_the_prescribed_one(layout, k, overlap):
     # structural zeros are exactly zero, not merely small
     mask = data.latent_mask(d.spec)
     assert float(jnp.abs(jac[:, ~mask]).max()) == 0.0
-    np.testing.assert_allclose(d.x, jax.vmap(d.generator)(d.z.reshape(64, -1)), rtol=1e-6)
+    # a jitted draw against an eager one: jax 0.12's XLA fuses the float32 mixing differently (4e-6 relative)
+    np.testing.assert_allclose(d.x, jax.vmap(d.generator)(d.z.reshape(64, -1)), rtol=1e-5, atol=1e-7)
 
 
 def test_chain_overlap_counts():
