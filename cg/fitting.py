@@ -50,7 +50,7 @@ import numpy as np
 
 from cg import models
 from cg import train as cg_train
-from mechind.core import metrics, report, rng, runner
+from mechind.core import datasets, metrics, report, rng, runner
 
 Array = jax.Array
 
@@ -64,9 +64,7 @@ SPARSE_WARMUP_FRACTION = 0.5  # sparse methods: the L1 penalty fine-tunes an ELB
 # closed form (Gaussian priors), hidden (128, 128) and Adam 2e-3 for 20k steps with lr / 10 for
 # the last quarter (wider and faster-learning beat (64, 64) at 1e-3 for 60k steps, at a third
 # of the cost); chosen on data seeds 0-4 and checked on held-out seeds 5-9
-# float32 holds magnitudes to ~3.4e38 and its squares (a variance) to ~1.8e19: values beyond this
-# overflow the statistics of the preprocessing (the penalty's map became zeros: issue 20)
-MAX_ABS_X = 1e15
+# x's bound (float32 statistics overflow beyond 1e15: issue 20) is datasets.MAX_ABS, shared by every fit
 MAX_LABEL = 2**31 - 1
 
 
@@ -145,27 +143,7 @@ class Fitted:
 
 
 def _check_x(x, obs_dim: int | None = None) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"x must be a 2-D array [N, d_x], got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise ValueError(f"x must hold real numbers, got dtype {x.dtype}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"x is empty (shape {x.shape})")
-    x = x.astype(np.float64) if not np.issubdtype(x.dtype, np.floating) else x
-    bad = ~np.isfinite(x)
-    if bad.any():
-        rows = np.flatnonzero(bad.any(1))
-        raise ValueError(f"x holds {int(bad.sum())} NaN/inf value(s), first in row {rows[0]}")
-    big = np.abs(x) > MAX_ABS_X
-    if big.any():
-        raise ValueError(
-            f"x holds {int(big.sum())} value(s) of magnitude above {MAX_ABS_X:.0e} (largest "
-            f"{np.abs(x).max():.3g}), beyond what float32 statistics hold; rescale x first"
-        )
-    if obs_dim is not None and x.shape[1] != obs_dim:
-        raise ValueError(f"x has {x.shape[1]} columns, the model was fitted to {obs_dim}")
-    return x.astype(np.float32)
+    return datasets.check_user_array(x, "x", 2, obs_dim)
 
 
 def _check_u(u, n: int, num_domains: int | None = None) -> np.ndarray:

@@ -45,14 +45,13 @@ import numpy as np
 from mechind import criteria as criteria_mod
 from mechind import graph, losses, models
 from mechind import train as slot_train
-from mechind.core import derivatives, runner
+from mechind.core import datasets, derivatives, runner
 
 Array = jax.Array
 
 PREPROCESS = ("standardize", "none")
 CRITERIA = ("type_d", "type_m", "type_s", "type_h2")  # what :meth:`Fitted.criteria` evaluates by default
 DEFAULT_TOL = 0.05  # a learned decoder's "zero": below 5 % of the largest derivative at that point
-MAX_ABS_X = 1e15  # float32 statistics overflow beyond this (as cg.fitting)
 MIN_VAL = 10  # held-out samples, at least
 # the fields of mechind.train.SlotConfig a user fit may set (the others describe synthetic data or SIS)
 SETTINGS = (
@@ -107,22 +106,7 @@ class FitConfig(slot_train.SlotConfig):
 
 
 def _check_x(x, obs_dim: int | None = None) -> np.ndarray:
-    x = np.asarray(x)
-    if x.ndim != 2:
-        raise ValueError(f"x must be a 2-D array [N, d_x], got shape {x.shape}")
-    if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
-        raise ValueError(f"x must hold real numbers, got dtype {x.dtype}")
-    if x.shape[0] == 0 or x.shape[1] == 0:
-        raise ValueError(f"x is empty (shape {x.shape})")
-    x = x.astype(np.float64) if not np.issubdtype(x.dtype, np.floating) else x
-    bad = ~np.isfinite(x)
-    if bad.any():
-        raise ValueError(f"x holds {int(bad.sum())} NaN/inf value(s), first in row {np.flatnonzero(bad.any(1))[0]}")
-    if np.any(np.abs(x) > MAX_ABS_X):
-        raise ValueError(f"x holds value(s) of magnitude above {MAX_ABS_X:.0e}; rescale x first")
-    if obs_dim is not None and x.shape[1] != obs_dim:
-        raise ValueError(f"x has {x.shape[1]} columns, the model was fitted to {obs_dim}")
-    return x.astype(np.float32)
+    return datasets.check_user_array(x, "x", 2, obs_dim)
 
 
 def _positive_int(name: str, v) -> int:

@@ -31,7 +31,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from mechind.core import runner
+from mechind.core import datasets, runner
 from mechsparse import data as ms_data
 from mechsparse import models
 from mechsparse import train as ms_train
@@ -39,7 +39,6 @@ from mechsparse import train as ms_train
 Array = jax.Array
 
 PREPROCESS = ("standardize", "none")
-MAX_ABS = 1e15  # float32 statistics overflow beyond this (as cg.fitting)
 MIN_VAL = 10
 # fields of mechsparse.train.Config a user fit may set; the defaults are the quick preset's
 SETTINGS = (
@@ -86,20 +85,7 @@ class FitConfig(ms_train.Config):
 
 
 def _check_array(name: str, v, ndim: int) -> np.ndarray:
-    v = np.asarray(v)
-    if v.ndim != ndim:
-        raise ValueError(f"{name} must be a {ndim}-D array, got shape {v.shape}")
-    if not np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.complexfloating):
-        raise ValueError(f"{name} must hold real numbers, got dtype {v.dtype}")
-    if v.size == 0:
-        raise ValueError(f"{name} is empty (shape {v.shape})")
-    v = v.astype(np.float64) if not np.issubdtype(v.dtype, np.floating) else v
-    bad = ~np.isfinite(v)
-    if bad.any():
-        raise ValueError(f"{name} holds {int(bad.sum())} NaN/inf value(s), first in row {np.argwhere(bad)[0][0]}")
-    if np.any(np.abs(v) > MAX_ABS):
-        raise ValueError(f"{name} holds value(s) of magnitude above {MAX_ABS:.0e}; rescale it first")
-    return v.astype(np.float32)
+    return datasets.check_user_array(v, name, ndim)
 
 
 def _positive_int(name: str, v) -> int:

@@ -131,6 +131,41 @@ def make(name: str, **settings) -> Dataset:
     return cls(**settings)
 
 
+# float32 holds magnitudes to ~3.4e38 and its squares (a variance) to ~1.8e19: a user's values
+# beyond this overflow the preprocessing's statistics (cg's penalty map became zeros: issue 20)
+MAX_ABS = 1e15
+
+
+def check_user_array(v, name: str = "x", ndim: int = 2, obs_dim: int | None = None) -> np.ndarray:
+    """A user's array as float32, or one ``ValueError`` line naming what is wrong with it:
+    the number of dimensions, a non-real dtype, emptiness, NaN/inf (and the first row with
+    one), magnitudes float32 statistics cannot hold, or (``obs_dim``) the wrong number of
+    columns. Shared by every pipeline's ``fit`` so that they reject bad input alike, before
+    anything compiles."""
+    v = np.asarray(v)
+    if v.ndim != ndim:
+        hint = " [N, d_x]" if ndim == 2 and name == "x" else ""
+        raise ValueError(f"{name} must be a {ndim}-D array{hint}, got shape {v.shape}")
+    if not np.issubdtype(v.dtype, np.number) or np.issubdtype(v.dtype, np.complexfloating):
+        raise ValueError(f"{name} must hold real numbers, got dtype {v.dtype}")
+    if v.size == 0:
+        raise ValueError(f"{name} is empty (shape {v.shape})")
+    v = v.astype(np.float64) if not np.issubdtype(v.dtype, np.floating) else v
+    bad = ~np.isfinite(v)
+    if bad.any():
+        first = np.argwhere(bad)[0][0]
+        raise ValueError(f"{name} holds {int(bad.sum())} NaN/inf value(s), first in row {first}")
+    big = np.abs(v) > MAX_ABS
+    if big.any():
+        raise ValueError(
+            f"{name} holds {int(big.sum())} value(s) of magnitude above {MAX_ABS:.0e} (largest "
+            f"{np.abs(v).max():.3g}), beyond what float32 statistics hold; rescale {name} first"
+        )
+    if obs_dim is not None and v.shape[1] != obs_dim:
+        raise ValueError(f"{name} has {v.shape[1]} columns, the model was fitted to {obs_dim}")
+    return v.astype(np.float32)
+
+
 def numpy_seed(key: Array) -> int:
     """The numpy seed of a host dataset's draw: the key's low word, so that
     ``PRNGKey(s)`` seeds ``s`` (the integer seeds the host generators always took)."""

@@ -99,3 +99,25 @@ def test_a_numpy_sample_left_traceable_says_what_to_set():
 
     with pytest.raises(TypeError, match="set `traceable = False`"):
         datasets.draw(NumpyDraw(), rng.seed_keys([0, 1]), 3)
+
+
+@pytest.mark.parametrize(
+    "bad,kw,match",
+    [
+        (np.ones(5), {}, "x must be a 2-D array"),
+        (np.ones((2, 2, 2)), {"name": "a", "ndim": 2}, "a must be a 2-D array"),
+        (np.array([["a", "b"]]), {}, "real numbers"),
+        (np.zeros((0, 3)), {}, "x is empty"),
+        (np.array([[0.0, 1.0], [np.inf, np.nan]]), {}, "2 NaN/inf value.s., first in row 1"),
+        (np.array([[1.0, 1e16]]), {}, "magnitude above 1e.15"),
+        (np.ones((3, 2)), {"obs_dim": 4}, "2 columns, the model was fitted to 4"),
+    ],
+)
+def test_check_user_array_names_what_is_wrong(bad, kw, match):
+    with pytest.raises(ValueError, match=match):
+        datasets.check_user_array(bad, **kw)
+
+
+def test_check_user_array_returns_float32():
+    out = datasets.check_user_array(np.arange(6).reshape(3, 2))
+    assert out.dtype == np.float32 and out.tolist() == [[0, 1], [2, 3], [4, 5]]
