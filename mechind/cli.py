@@ -454,7 +454,9 @@ def example_data_command(argv) -> int:
     )
     ap.add_argument("pipeline", choices=tuple(PIPELINES), help="which fit the file is for")
     ap.add_argument("out", type=Path, help="the .npz to write (an existing file is never overwritten)")
-    ap.add_argument("--samples", type=int, default=1024, help="rows (default 1024)")
+    ap.add_argument(
+        "--samples", type=int, default=None, help="rows (default 1024; mechsparse 2048, what its default fit needs)"
+    )
     ap.add_argument("--seed", type=int, default=0, help="seed of the draw (default 0)")
     ap.add_argument("--overlap", type=float, default=0.0, help="slots: Jacobian-support overlap (default 0: Type D)")
     ap.add_argument(
@@ -468,6 +470,8 @@ def example_data_command(argv) -> int:
             raise UsageError(f"{out} exists; pick another name (example data never overwrites a file)")
         if not out.parent.is_dir():
             raise UsageError(f"folder {out.parent} does not exist")
+        if args.samples is None:
+            args.samples = 2048 if args.pipeline == "mechsparse" else 1024
         if args.samples < 64:
             raise UsageError(f"--samples must be >= 64 (a batch and the held-out rows), got {args.samples}")
         arrays = example_arrays(args.pipeline, args.seed, args.samples, overlap=args.overlap, kind=args.kind)

@@ -134,9 +134,9 @@ def test_fit_mechsparse_end_to_end(tmp_path, capsys):
     )
     assert code == 0, err
     s = _summary(out)
-    assert s["kind"] == "action" and s["latent_dim"] == 3 and np.shape(s["graph"]) == (3, 3) and "mcc" in s
+    assert s["kind"] == "action" and s["latent_dim"] == 10 and np.shape(s["graph"]) == (10, 10) and "mcc" in s
     with np.load(tmp_path / "mechsparse_mechsparse_fit.npz") as f:
-        assert f["z_hat"].shape == (256, 3) and f["graph"].shape == (3, 3)
+        assert f["z_hat"].shape == (256, 10) and f["graph"].shape == (10, 10)
 
 
 def test_fit_cg_end_to_end(tmp_path, capsys):
