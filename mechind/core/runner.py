@@ -36,7 +36,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from mechind.core import report, rng
+from mechind.core import distributed, report, rng
 
 Array = jax.Array
 PyTree = Any
@@ -179,8 +179,9 @@ class Interrupted(KeyboardInterrupt):
 
 
 def run_mesh() -> Mesh:
-    """A 1-D mesh named ``runs`` over every local device."""
-    return Mesh(np.asarray(jax.local_devices()), ("runs",))
+    """A 1-D mesh named ``runs`` over every device: this process's, or under
+    ``jax.distributed`` every process's (:mod:`mechind.core.distributed`)."""
+    return Mesh(np.asarray(jax.devices()), ("runs",))
 
 
 def device_memory_bytes() -> int:
@@ -209,13 +210,14 @@ CPU_RUNS_PER_CALL = 32
 
 
 def auto_runs_per_call(task: Task, keys: Array, hparams: PyTree, fraction: float = 0.5, given: PyTree = None) -> int:
-    """How many runs to train at once: as many as fit in ``fraction`` of the local
-    devices' memory, and at most :data:`CPU_RUNS_PER_CALL` per device on a CPU."""
+    """How many runs to train at once: as many as fit in ``fraction`` of the devices'
+    memory, and at most :data:`CPU_RUNS_PER_CALL` per device on a CPU (every process's
+    devices under ``jax.distributed``)."""
     first = lambda t: jax.tree.map(lambda a: a[0], t)  # noqa: E731
     per_run = bytes_per_run(task, keys[0], first(hparams), first(given))
-    fit = max(1, int(fraction * device_memory_bytes() * jax.local_device_count() // max(per_run, 1)))
+    fit = max(1, int(fraction * device_memory_bytes() * jax.device_count() // max(per_run, 1)))
     if jax.default_backend() == "cpu":
-        fit = min(fit, CPU_RUNS_PER_CALL * jax.local_device_count())
+        fit = min(fit, CPU_RUNS_PER_CALL * jax.device_count())
     return fit
 
 
@@ -235,13 +237,18 @@ def effective_runs_per_call(
 def layout(runs_per_call: int, shard: bool = True) -> dict:
     """What besides config and seed decides a run's last bits: how many runs are vmapped
     together, over how many devices, on which backend and jax. The same config and seed
-    under the same layout give the same numbers (DESIGN.md, principle 7)."""
-    return {
+    under the same layout give the same numbers (DESIGN.md, principle 7). Under
+    ``jax.distributed`` it counts every process's devices and names the processes (a key
+    absent with one process, so earlier records keep their layout)."""
+    lay = {
         "backend": jax.default_backend(),
-        "devices": jax.local_device_count() if shard else 1,
+        "devices": jax.device_count() if shard else 1,
         "runs_per_call": int(runs_per_call),
         "jax": jax.__version__,
     }
+    if jax.process_count() > 1:
+        lay["processes"] = jax.process_count()
+    return lay
 
 
 def _pad_runs(tree: PyTree, total: int) -> PyTree:
@@ -256,12 +263,13 @@ def _pad_runs(tree: PyTree, total: int) -> PyTree:
 
 def tree_checksums(tree: PyTree) -> list[str]:
     """sha256 of every leaf's host bytes (with its shape and dtype): what a checkpoint must
-    give back bit for bit. Orbax checks the structure, not the values."""
+    give back bit for bit. Orbax checks the structure, not the values. Under
+    ``jax.distributed`` every process gathers every leaf (all must call it)."""
     out = []
     for leaf in jax.tree.leaves(tree):
         if jnp.issubdtype(leaf.dtype, jax.dtypes.prng_key):
             leaf = jax.random.key_data(leaf)
-        a = np.ascontiguousarray(np.asarray(leaf))
+        a = np.ascontiguousarray(distributed.to_host(leaf))
         out.append(hashlib.sha256(f"{a.shape}{a.dtype}".encode() + a.tobytes()).hexdigest())
     return out
 
@@ -309,7 +317,8 @@ class _Checkpointer:
         kept = set(self.steps())
         sums = {k: v for k, v in self.meta().get("steps", {}).items() if int(k) in kept}
         sums[str(step)] = tree_checksums(tree)
-        report.write_atomic(self.directory / self.META, json.dumps({"run_layout": layout, "steps": sums}))
+        if distributed.is_writer():  # once, like orbax's own metadata
+            report.write_atomic(self.directory / self.META, json.dumps({"run_layout": layout, "steps": sums}))
 
     def delete(self, step: int) -> None:
         self.mngr.delete(step)
@@ -347,7 +356,9 @@ def _check_writable(directory: Path) -> None:
 
 
 def _fresh(directory: Path) -> _Checkpointer:
-    shutil.rmtree(directory, ignore_errors=True)
+    if distributed.is_writer():
+        shutil.rmtree(directory, ignore_errors=True)
+    distributed.barrier("mechind-checkpoint-fresh")  # nobody opens it before it is gone
     return _Checkpointer(directory)
 
 
@@ -500,12 +511,14 @@ class Plan:
         return _pad_runs(tree, self.total)
 
     def trim(self, a) -> np.ndarray:
-        return np.asarray(a)[: self.runs]
+        """``a [total, ...]`` -> ``[runs, ...]`` on the host (gathered from every process)."""
+        return distributed.to_host(a)[: self.runs]
 
 
 def plan_runs(runs: int, shard: bool) -> Plan:
-    """The :class:`Plan` of ``runs`` runs, sharded over every local device when ``shard``."""
-    n_dev = jax.local_device_count() if shard else 1
+    """The :class:`Plan` of ``runs`` runs, sharded over every device when ``shard`` (every
+    process's under ``jax.distributed``)."""
+    n_dev = jax.device_count() if shard else 1
     total = int(math.ceil(runs / n_dev) * n_dev)
     return Plan(runs, total, NamedSharding(run_mesh(), P("runs")) if shard and n_dev > 1 else None)
 
@@ -583,7 +596,7 @@ def host_loop(
             t1 = time.perf_counter()
             carry, chunk_loss = fn(carry, data, hparams, jnp.int32(start))
             jax.block_until_ready(carry)
-            history.append(np.asarray(chunk_loss))
+            history.append(distributed.to_host(chunk_loss))
             t_train += time.perf_counter() - t1
             start += length
             chunks += 1
@@ -641,7 +654,7 @@ def _run_call(
         carry = carry if restored is None else restored
         hooks.append(CheckpointHook(ckpt, lay))
     resumed_from = start
-    if progress:
+    if progress and jax.process_count() == 1:  # its loss and failure counts read the whole carry
         hooks.append(ProgressHook(task, start, plan.runs))
 
     compiled: dict[int, Callable] = {}
