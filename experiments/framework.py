@@ -32,8 +32,8 @@ import warnings
 from pathlib import Path
 from typing import Any, Callable, Mapping
 
-from experiments import sweep
-from mechind.core import report, runner
+from experiments import executors, sweep
+from mechind.core import distributed, report, runner
 
 DEBUG_ENV = report.DEBUG_ENV
 debug_requested = report.debug_requested  # one definition, in the core: cg.fitting's command line uses it too
@@ -227,6 +227,16 @@ def common_args(ap: argparse.ArgumentParser, exp: Experiment) -> None:
     ap.add_argument(
         "--debug", action="store_true", help=f"full tracebacks instead of one-line errors (also: {DEBUG_ENV}=1)"
     )
+    executors.add_args(ap)
+
+
+def _holding(args, out: str):
+    """The results folder held for this sweep: alone for ``--executor local``; shared by
+    drivers whose workers claim every group (ray, slurm); under ``jax.distributed`` by
+    process 0 for all (the others only check it)."""
+    if not distributed.is_writer():
+        return contextlib.nullcontext(report.check_output_folder(out))
+    return report.locked_folder(out, exclusive=args.executor == "local")
 
 
 def main(exp: Experiment, argv=None) -> dict:
@@ -241,6 +251,10 @@ def main(exp: Experiment, argv=None) -> dict:
     common_args(ap, exp)
     add_config_args(ap, exp.config)
     args = ap.parse_args(argv)
+    with command_line(args.debug):
+        executors.check(args)  # a bad executor option or a missing package: one line, before any work
+        # before the groups are built: they touch the jax backend, which must start distributed
+        distributed.initialize(args.coordinator, args.num_processes, args.process_id)
     try:
         config = config_from_args(args, exp.presets[args.preset])
         groups = exp.groups(config)  # settings only the groups can judge fail here, before any work
@@ -248,7 +262,7 @@ def main(exp: Experiment, argv=None) -> dict:
         if debug_requested(args.debug):
             raise
         ap.error(str(e))
-    with command_line(args.debug), report.locked_folder(args.out) as out:
+    with command_line(args.debug), _holding(args, args.out) as out:
         return _run(exp, args, config, groups, out)
 
 
@@ -264,8 +278,14 @@ def _run(exp: Experiment, args, config, groups: list[sweep.Group], out: Path) ->
             progress=not args.no_progress,
             fresh=args.fresh,
             max_runs_per_call=args.max_runs_per_call,
+            executor=executors.from_args(args, out),
+            lease_s=args.claim_lease,
         )
     ids = sweep.run_ids(groups)
+    if not distributed.is_writer():  # process 0 writes the report
+        records = [r for r in sweep.read_results(out) if r.get("run_id") in ids]
+        return {"records": records, "markdown": "", "wall_s": time.perf_counter() - t0, "config": config}
+    sweep.merge_results(out)  # group files a stopped driver left unmerged (--report-only too)
     records = [r for r in report.unique_records(report.read_jsonl(out / "results.jsonl")) if r.get("run_id") in ids]
     if not records:
         raise report.UserError(f"no results in {out}/results.jsonl for these settings")

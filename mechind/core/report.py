@@ -102,12 +102,17 @@ def _drop_cut_tail(path: Path) -> None:
         f.truncate(data.rfind(b"\n") + 1)
 
 
+def jsonl_text(records: Iterable[dict]) -> str:
+    """Records as JSON lines (keys sorted, NaN as null): what every results file holds."""
+    return "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in records)
+
+
 def append_jsonl(path: str | os.PathLike, records: Iterable[dict]) -> None:
     """Append records as JSON lines; the whole batch is one write, then fsync'd. A last
     line left unterminated by an earlier crash is removed first."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    text = "".join(json.dumps(_jsonable(r), sort_keys=True) + "\n" for r in records)
+    text = jsonl_text(records)
     if path.exists():
         _drop_cut_tail(path)
     with open(path, "a") as f:
@@ -193,17 +198,19 @@ LOCK_NAME = ".lock"
 
 
 @contextlib.contextmanager
-def locked_folder(path: str | os.PathLike, what: str = "--out"):
+def locked_folder(path: str | os.PathLike, what: str = "--out", exclusive: bool = True):
     """Hold ``path`` (checked with :func:`check_output_folder`) for this process alone.
 
     The lock is ``fcntl.flock`` on ``path/.lock``: the kernel drops it when the process
     ends however it ends (SIGKILL included), so a crash never leaves the folder stuck;
-    the file only holds the holder's pid, for the message a second process gets."""
+    the file only holds the holder's pid, for the message a second process gets. With
+    ``exclusive=False`` the folder is shared with other shared holders (drivers whose
+    workers claim each group before training it) and refused to an exclusive one."""
     path = check_output_folder(path, what)
     fd = os.open(path / LOCK_NAME, os.O_RDWR | os.O_CREAT, 0o666)
     try:
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
         except OSError as e:
             if e.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
                 raise
