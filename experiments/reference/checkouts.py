@@ -188,3 +188,23 @@ def import_mechsparse(tree: Path) -> types.SimpleNamespace:
     from model.nn import MLP  # noqa: PLC0415
 
     return types.SimpleNamespace(ILCM_VAE=ILCM_VAE, FCGaussianLatentModel=FCGaussianLatentModel, MLP=MLP)
+
+
+# --- github.com/jozerozero/Synergy_Disentanglement (CG-GAN) -----------------------------
+
+SYNERGY_MARKER = "realworld/training/flow.py"
+SYNERGY_PATHS = ("realworld/training", "realworld/torch_utils", "realworld/dnnlib")
+# dnnlib.util imports torchvision.utils (to save image grids) at import time; nothing here calls it
+SYNERGY_STUB_MODULES = ("torchvision", "torchvision.utils")
+
+
+def import_synergy(tree: Path) -> types.SimpleNamespace:
+    """The CG-GAN reference's ``training.flow`` and ``training.networks`` modules
+    (``tree``: a checkout with ``realworld/``).
+
+    Patched: :data:`SYNERGY_STUB_MODULES` are empty stand-ins."""
+    stub_modules(SYNERGY_STUB_MODULES)
+    on_path(tree / "realworld")
+    from training import flow, networks  # noqa: PLC0415  (the reference's own code)
+
+    return types.SimpleNamespace(flow=flow, networks=networks)

@@ -262,3 +262,33 @@ def sis_from_per_scene(on, off) -> float:
     k = len(on)
     best_off = np.array([max((off[j, jp] for jp in range(k) if jp != j), default=0.0) for j in range(k)])
     return float(np.mean(on - best_off))
+
+
+def _sqrtm_psd(a: Array) -> Array:
+    """The symmetric square root of a symmetric positive semi-definite ``a [F, F]``."""
+    w, v = jnp.linalg.eigh((a + a.T) / 2)
+    return (v * jnp.sqrt(jnp.maximum(w, 0.0))) @ v.T
+
+
+def frechet_distance(a: Array, b: Array) -> Array:
+    """The Fréchet distance between Gaussians fitted to features ``a [N, F]`` and ``b [M, F]``:
+    ``|mu_a - mu_b|^2 + tr(S_a + S_b - 2 (S_a^1/2 S_b S_a^1/2)^1/2)`` (FID's formula, in
+    whatever feature space ``a`` and ``b`` come from; covariances with ``N - 1``)."""
+    mu_a, mu_b = a.mean(0), b.mean(0)
+    s_a = jnp.cov(a, rowvar=False).reshape(a.shape[1], a.shape[1])
+    s_b = jnp.cov(b, rowvar=False).reshape(b.shape[1], b.shape[1])
+    r = _sqrtm_psd(s_a)
+    cross = jnp.sum(jnp.sqrt(jnp.maximum(jnp.linalg.eigvalsh(r @ s_b @ r), 0.0)))
+    return jnp.sum((mu_a - mu_b) ** 2) + jnp.trace(s_a) + jnp.trace(s_b) - 2 * cross
+
+
+def kernel_distance(a: Array, b: Array) -> Array:
+    """KID: the unbiased squared MMD between ``a [N, F]`` and ``b [M, F]`` under the kernel
+    ``k(x, y) = (x . y / F + 1)^3`` (Bińkowski et al. 2018), on the whole sets."""
+    f = a.shape[1]
+    k = lambda x, y: (x @ y.T / f + 1.0) ** 3  # noqa: E731
+    n, m = a.shape[0], b.shape[0]
+    kaa, kbb = k(a, a), k(b, b)
+    within_a = (jnp.sum(kaa) - jnp.trace(kaa)) / (n * (n - 1))
+    within_b = (jnp.sum(kbb) - jnp.trace(kbb)) / (m * (m - 1))
+    return within_a + within_b - 2 * jnp.mean(k(a, b))

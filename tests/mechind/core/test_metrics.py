@@ -169,3 +169,38 @@ def test_sis_from_per_scene_by_hand():
     assert np.isnan(metrics.sis_from_per_scene([np.nan, 1.0], off))
     with pytest.raises(ValueError, match="K"):
         metrics.sis_per_scene_r2(jnp.zeros((10, 2, 3)), jnp.zeros((10, 3, 3)))
+
+
+def test_frechet_distance_matches_the_closed_form_on_gaussians(x64):
+    import scipy.linalg
+
+    rng = np.random.default_rng(0)
+    f = 4
+    a_, b_ = rng.normal(size=(f, f)), rng.normal(size=(f, f))
+    s_a, s_b = a_ @ a_.T / f + 0.1 * np.eye(f), b_ @ b_.T / f + 0.1 * np.eye(f)
+    m_a, m_b = rng.normal(size=f), rng.normal(size=f)
+    closed = np.sum((m_a - m_b) ** 2) + np.trace(s_a + s_b - 2 * scipy.linalg.sqrtm(s_a @ s_b).real)
+    a = rng.multivariate_normal(m_a, s_a, size=100_000)
+    b = rng.multivariate_normal(m_b, s_b, size=100_000)
+    assert float(metrics.frechet_distance(a, b)) == pytest.approx(closed, rel=0.01)
+    # exactly the formula on the samples' own moments
+    exact = np.sum((a.mean(0) - b.mean(0)) ** 2) + np.trace(
+        np.cov(a.T) + np.cov(b.T) - 2 * scipy.linalg.sqrtm(np.cov(a.T) @ np.cov(b.T)).real
+    )
+    assert float(metrics.frechet_distance(a, b)) == pytest.approx(exact, rel=1e-8)
+    assert abs(float(metrics.frechet_distance(a[:50_000], a[50_000:]))) < 0.01
+
+
+def test_kernel_distance_is_the_unbiased_mmd_of_the_cubic_kernel(x64):
+    rng = np.random.default_rng(1)
+    a, b = rng.normal(size=(30, 3)), rng.normal(1.0, 1.0, size=(40, 3))
+    k = lambda x, y: (x @ y.T / 3 + 1) ** 3  # noqa: E731
+    kaa, kbb = k(a, a), k(b, b)
+    expected = (
+        (kaa.sum() - np.trace(kaa)) / (30 * 29) + (kbb.sum() - np.trace(kbb)) / (40 * 39) - 2 * k(a, b).mean()
+    )
+    assert float(metrics.kernel_distance(a, b)) == pytest.approx(expected, rel=1e-10)
+    kid = jax.jit(metrics.kernel_distance)
+    same = [float(kid(rng.normal(size=(100, 3)), rng.normal(size=(100, 3)))) for _ in range(100)]
+    # unbiased: zero on average for one law (within 4 standard errors)
+    assert abs(np.mean(same)) < 4 * np.std(same) / np.sqrt(len(same))
