@@ -101,12 +101,14 @@ class RayExecutor:
         ray = _import("ray")
         started = not ray.is_initialized()
         if started:
-            kw = {"address": self.address} if self.address else {"num_cpus": self.workers}
-            # workers import the experiment modules: give them this process's import path
-            env = {"PYTHONPATH": os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH")] if p)}
+            if self.address:  # a cluster's workers have the code installed (the same image or venv)
+                kw = {"address": self.address}
+            else:  # a local cluster's workers import the experiments from where this driver does
+                path = os.pathsep.join(p for p in [os.getcwd(), os.environ.get("PYTHONPATH")] if p)
+                kw = {"num_cpus": self.workers, "runtime_env": {"env_vars": {"PYTHONPATH": path}}}
             with warnings.catch_warnings():  # jax's at-fork warning: Ray's fork is followed by an exec
                 warnings.filterwarnings("ignore", message=".*os.fork.*")
-                ray.init(**kw, include_dashboard=False, log_to_driver=False, runtime_env={"env_vars": env})
+                ray.init(**kw, include_dashboard=False, log_to_driver=False)
         try:
             task = ray.remote(num_cpus=self.cpus, num_gpus=self.gpus, max_retries=self.retries)(_outcome)
             index = {task.remote(job): i for i, job in enumerate(jobs)}
