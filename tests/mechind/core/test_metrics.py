@@ -196,9 +196,7 @@ def test_kernel_distance_is_the_unbiased_mmd_of_the_cubic_kernel(x64):
     a, b = rng.normal(size=(30, 3)), rng.normal(1.0, 1.0, size=(40, 3))
     k = lambda x, y: (x @ y.T / 3 + 1) ** 3  # noqa: E731
     kaa, kbb = k(a, a), k(b, b)
-    expected = (
-        (kaa.sum() - np.trace(kaa)) / (30 * 29) + (kbb.sum() - np.trace(kbb)) / (40 * 39) - 2 * k(a, b).mean()
-    )
+    expected = (kaa.sum() - np.trace(kaa)) / (30 * 29) + (kbb.sum() - np.trace(kbb)) / (40 * 39) - 2 * k(a, b).mean()
     assert float(metrics.kernel_distance(a, b)) == pytest.approx(expected, rel=1e-10)
     kid = jax.jit(metrics.kernel_distance)
     same = [float(kid(rng.normal(size=(100, 3)), rng.normal(size=(100, 3)))) for _ in range(100)]
