@@ -179,7 +179,9 @@ def init_generator(key: Array, a: Arch) -> dict:
     ks = jax.random.split(key, 8)
     p_flow = ddsf_num_params(a.flow_blocks, a.flow_hidden)
     cond = _mlp(ks[1], [a.embed, a.cond_hidden, a.cond_hidden, p_flow * a.i_dim])
-    cond[-1]["w"] = cond[-1]["w"] * 0.1  # start near the identity map (the flow's own weights start at 0)
+    # small flow parameters at the start, as the authors' (their blocks' weights start at +-1e-3): then
+    # T(x) = selu(selu(x)) in every domain, a fixed warp that the domains move away from
+    cond[-1]["w"] = cond[-1]["w"] * 0.1
     synth = _mlp(ks[3], [a.w_dim + 2, a.synth_hidden, a.synth_hidden, 3])
     return {
         "embed": jax.random.normal(ks[0], (a.max_domains, a.embed)),
@@ -357,14 +359,13 @@ def r1_penalty(p: dict, x_real: Array, u_real: Array) -> Array:
     return jnp.mean(jnp.sum(g**2, axis=(1, 2, 3)))
 
 
-def discriminator_loss(p: dict, x_real: Array, u_real: Array, x_fake: Array, u_fake: Array, r1: Array | float):
-    """``softplus(D(fake)) + softplus(-D(real)) + r1 / 2 |grad_x D(real)|^2`` (batch means);
-    ``r1 = 0`` skips the penalty's double backward pass (lazy regularisation: the caller
-    applies it every few steps with a weight scaled up to match, StyleGAN2's schedule)."""
+def discriminator_loss(p: dict, x_real: Array, u_real: Array, x_fake: Array, u_fake: Array) -> Array:
+    """``softplus(D(fake)) + softplus(-D(real))`` (batch means). R1 is apart
+    (:func:`r1_penalty`): the caller adds it every few steps with a weight scaled up to
+    match (StyleGAN2's lazy regularisation), sparing the double backward pass between."""
     fake = discriminate(p, x_fake, u_fake)
     real = discriminate(p, x_real, u_real)
-    loss = jnp.mean(jax.nn.softplus(fake)) + jnp.mean(jax.nn.softplus(-real))
-    return loss, jnp.zeros(())
+    return jnp.mean(jax.nn.softplus(fake)) + jnp.mean(jax.nn.softplus(-real))
 
 
 def generator_adversarial(p_d: dict, x_fake: Array, u_fake: Array) -> Array:

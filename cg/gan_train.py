@@ -127,7 +127,11 @@ class GanConfig:
         d = self.dims[0]
         checks = [
             (self.method in METHODS, f"method must be one of {sorted(METHODS)}, got {self.method!r}"),
-            (self.latent_dim >= 0 and (self.latent_dim == 0 or self.latent_dim >= 1), "latent_dim must be >= 0"),
+            (
+                self.latent_dim == 0 or self.latent_dim >= self.num_objects * scenes.OBJECT_DIM,
+                f"latent_dim must be 0 (the true number) or >= {self.num_objects * scenes.OBJECT_DIM} (4 per object; "
+                f"the MCC matches every true latent to one of the model's), got {self.latent_dim}",
+            ),
             (0 <= self.i_dim <= d, f"i_dim must lie in [0, latent_dim={d}], got {self.i_dim}"),
             (self.lr > 0, f"lr must be > 0, got {self.lr}"),
             (self.r1 >= 0 and self.r1_every >= 1, f"r1 must be >= 0 and r1_every >= 1, got {self.r1}, {self.r1_every}"),
@@ -270,6 +274,7 @@ def generator_loss(config: GanConfig, g: dict, d: dict, eps: Array, u: Array, ke
     index, sign = gan.draw_perturbation(key, weights)
     render = jax.vmap(lambda z, dd: gan.render(g, a, z, dd, v))
     fd = gan.fd_sparsity(lambda z: render(z, us), zs, index, sign, config.delta, scale[index])
+    fd = fd * jnp.any(weights > 0)  # no kept latent: nothing to penalise (as the exact term)
     sparsity = hp.fd * fd + (1 - hp.fd) * exact
     mask_l1 = jnp.mean(jnp.abs(g["importance"]))
     loss = adv + hp.lam_img * sparsity + hp.lam_mask * mask_l1
@@ -287,8 +292,8 @@ def train_step(config: GanConfig, state: GanState, data: dict, hp: HParams, i: A
     tx = _adam(hp.lr)
 
     x_fake, _ = gan.generate(state.g, a, eps, u_fake, v)
-    (d_loss, _), d_grads = jax.value_and_grad(gan.discriminator_loss, has_aux=True)(
-        state.d, x_real, u_real, jax.lax.stop_gradient(x_fake), u_fake, 0.0
+    d_loss, d_grads = jax.value_and_grad(gan.discriminator_loss)(
+        state.d, x_real, u_real, jax.lax.stop_gradient(x_fake), u_fake
     )
     # R1 every r1_every steps, weighted by r1_every (StyleGAN2's lazy regularisation); the
     # step index is the scan's, the same for every run, so this stays a branch under vmap

@@ -12,7 +12,10 @@ with a per-domain location ``loc_u`` and scale ``scale_u`` per changing latent (
 support, and the domains differ in location and spread (the "sufficient changes" the CG
 paper needs). Every other latent (by default the position) is uniform in every domain.
 Occlusion is the scenes' knob (:class:`mechind.scenes.SceneLaw`): scenes are drawn by
-rejection from each domain's law restricted to the valid placements.
+rejection from each domain's law restricted to the valid placements, judged as if every
+object had the largest size. The positions' law is then the same in every domain (judged
+with the drawn sizes, domains of larger objects would push them further apart, and
+position would not be domain-invariant).
 
 The per-domain parameters are drawn from a key for ``max_domains`` domains; a dataset
 with ``M`` domains uses the first ``M``, so a sweep over the number of domains keeps the
@@ -115,10 +118,17 @@ class DomainScenesSpec(scenes.ScenesSpec):
         v = (z[..., idx] - lo) / (hi - lo)  # uniform in (0, 1)
         return z.at[..., idx].set(lo + (hi - lo) * warp(v, loc, scale))
 
+    def valid(self, z: Array) -> Array:
+        """``z [..., K, 4] -> bool [...]``: placements the occlusion level allows for objects
+        of the largest size (so that whether a placement is kept never depends on the sizes)."""
+        return self.law.valid(z.at[..., 2].set(self.law.size_range[1]))
+
     def sample_domains(self, params: dict, key: Array, u: Array) -> tuple[Array, Array]:
         """``(z [N, K, 4], accepted [N])`` for domain labels ``u [N]`` (rejection as in
-        :meth:`mechind.scenes.SceneLaw.sample_with_acceptance`)."""
-        return self.law.sample_with_acceptance(key, u.shape[0], lambda k, shape: self.propose(params, u, k, shape))
+        :meth:`mechind.scenes.SceneLaw.sample_with_acceptance`, with :meth:`valid`)."""
+        return self.law.sample_with_acceptance(
+            key, u.shape[0], lambda k, shape: self.propose(params, u, k, shape), self.valid
+        )
 
     def labels(self, key: Array, num_samples: int, num_domains: Array | int | None = None) -> Array:
         """Domain labels ``[N]``, uniform over the first ``num_domains`` (may be traced)."""

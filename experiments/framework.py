@@ -236,7 +236,8 @@ def _holding(args, out: str):
     process 0 for all (the others only check it)."""
     if not distributed.is_writer():
         return contextlib.nullcontext(report.check_output_folder(out))
-    return report.locked_folder(out, exclusive=args.executor == "local")
+    # --fresh deletes what other drivers on a shared folder may be training from: alone too
+    return report.locked_folder(out, exclusive=args.executor == "local" or bool(getattr(args, "fresh", False)))
 
 
 def main(exp: Experiment, argv=None) -> dict:

@@ -308,13 +308,23 @@ class Heartbeat:
 
     def _beat(self, every: float) -> None:
         while not self._stop.wait(every):
-            try:
-                os.utime(self.path)
-            except FileNotFoundError:
-                self.lost = True
-            if self.lost or not claim_held(self.out_dir, self.gid, self.path):
+            try:  # any file-system error (ESTALE on NFS, a failing listing) counts as lost:
+                os.utime(self.path)  # a heartbeat that cannot beat lets the lease lapse
+                held = claim_held(self.out_dir, self.gid, self.path)
+            except OSError:
+                held = False
+            if not held:
                 self.lost = True
                 return
+
+    def still_ours(self) -> bool:
+        """Checked now, not at the last beat: the claim is still this worker's."""
+        if self.lost:
+            return False
+        try:
+            return claim_held(self.out_dir, self.gid, self.path)
+        except OSError:
+            return False
 
     def close(self) -> None:
         self._stop.set()
@@ -354,6 +364,19 @@ def _group_done(job: Job) -> list[dict] | None:
     recs = {r.get("run_id"): r for r in report.read_jsonl(group_file(job.out_dir, job.group.id))}
     ids = [_run_id(job.group, run) for run in job.group.runs]
     return [recs[i] for i in ids] if all(i in recs for i in ids) else None
+
+
+def _wait_group_done(job: Job, timeout_s: float = 120.0) -> list[dict]:
+    """The group's records, on a process that follows process 0 (``jax.distributed``): its
+    group file may reach shared storage a moment after process 0 wrote it."""
+    t0 = time.monotonic()
+    while True:
+        done = _group_done(job)
+        if done is not None:
+            return done
+        if time.monotonic() - t0 > timeout_s:
+            raise RuntimeError(f"group {job.group.id}: process 0 found it done, but its records did not appear")
+        time.sleep(0.5)
 
 
 def _claim_or_done(job: Job) -> tuple[Path | None, list[dict] | None]:
@@ -441,7 +464,9 @@ def _train_claimed(job: Job, hb: Heartbeat | None) -> list[dict] | None:
         raise runner.Interrupted(getattr(e, "step", None), getattr(e, "num_steps", 0), job.where) from None
     # as the group file holds them (tuples as lists, NaN as None): the same whoever trained it
     records = [json.loads(line) for line in report.jsonl_text(group_records(job, task, res)).splitlines()]
-    if distributed.agree(hb is not None and hb.lost):  # process 0's verdict, on every process
+    # process 0's verdict, on every process, taken just before writing: a worker superseded
+    # since its last heartbeat must neither write nor delete the new owner's checkpoint
+    if distributed.agree(hb is not None and not hb.still_ours()):
         return None
     if distributed.is_writer():  # the records once, by process 0; then the checkpoint goes
         write_group(job.out_dir, g.id, records)
@@ -460,7 +485,7 @@ def run_job(job: Job) -> list[dict]:
     while True:
         claim, done = _claim_or_done(job) if distributed.is_writer() else (None, None)
         if distributed.agree(claim is None):
-            return done if done is not None else _group_done(job)
+            return done if done is not None else _wait_group_done(job)
         hb = Heartbeat(job.out_dir, gid, claim, job.lease_s) if claim is not None else None
         try:
             records = _train_claimed(job, hb)

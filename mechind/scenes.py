@@ -292,21 +292,22 @@ class SceneLaw:
         hue = jax.random.uniform(keys[2], (*shape, k, 1), minval=self.hue_range[0], maxval=self.hue_range[1])
         return jnp.concatenate([pos, size, hue], -1)
 
-    def sample_with_acceptance(self, key: Array, num_samples: int, propose=None) -> tuple[Array, Array]:
+    def sample_with_acceptance(self, key: Array, num_samples: int, propose=None, valid=None) -> tuple[Array, Array]:
         """``(z [N, K, 4], accepted bool [N])``: per scene, the first valid one of rounds of
         ``candidates`` uniform proposals (round r drawn from ``fold_in(key, r)``), so the
         scenes are uniform on the valid set; rounds repeat (at most ``max_rounds``) until
         every scene has one. A scene left without (``accepted`` False) keeps a proposal
         that violates the knob. ``propose``: ``(key, (N, C)) -> [N, C, K, 4]`` in place of
-        :meth:`propose` (another law, e.g. per-domain ones, restricted to the valid set)."""
-        propose = propose or self.propose
+        :meth:`propose` (another law, e.g. per-domain ones, restricted to the valid set);
+        ``valid``: ``[..., K, 4] -> bool [...]`` in place of :meth:`valid`."""
+        propose, valid = propose or self.propose, valid or self.valid
 
         def one_round(r, z, ok):
             props = propose(jax.random.fold_in(key, r), (num_samples, self.candidates))
-            valid = self.valid(props)  # [N, C]
-            first = jnp.argmax(valid, axis=1)
+            good = valid(props)  # [N, C]
+            first = jnp.argmax(good, axis=1)
             new = jnp.take_along_axis(props, first[:, None, None, None], axis=1)[:, 0]
-            return jnp.where(ok[:, None, None], z, new), ok | jnp.any(valid, axis=1)
+            return jnp.where(ok[:, None, None], z, new), ok | jnp.any(good, axis=1)
 
         z, ok = one_round(
             0, jnp.zeros((num_samples, self.renderer.num_objects, OBJECT_DIM)), jnp.zeros(num_samples, bool)

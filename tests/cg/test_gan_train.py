@@ -16,6 +16,7 @@ from mechind.core import metrics
     [
         ({"method": "stylegan"}, "method must be one of"),
         ({"i_dim": 5}, "i_dim"),
+        ({"latent_dim": 2}, "latent_dim"),
         ({"num_domains": 9}, "num_domains"),
         ({"sparsity_batch": 64}, "sparsity_batch"),
         ({"num_steps": 2.5}, "whole number"),

@@ -48,11 +48,18 @@ def test_fewer_domains_keep_the_first_domain_laws():
     assert set(np.unique(np.asarray(labels))) == {0, 1}
 
 
-def test_two_objects_apart_at_occlusion_zero():
-    ds = datasets.make("domain_scenes", num_objects=2, occlusion=0.0, size_range=(0.08, 0.14), num_domains=4)
-    d = ds.sample(jax.random.PRNGKey(1), 300)
+def test_two_objects_apart_at_occlusion_zero_and_their_placement_the_same_in_every_domain():
+    ds = datasets.make("domain_scenes", num_objects=2, occlusion=0.0, size_range=(0.08, 0.16), num_domains=8, shift=3.0)
+    d = ds.sample(jax.random.PRNGKey(1), 4000)
+    z, u = np.asarray(d["z"]), np.asarray(d["u"])
     assert bool(np.all(d["accepted"])) and bool(np.all(ds.law.valid(d["z"])))
     assert ds.changing_mask.tolist() == [False, False, True, True] * 2
+    # the domains of the smallest and the largest mean size place their objects alike
+    size = np.array([z[u == m][:, :, 2].mean() for m in range(8)])
+    small, large = int(np.argmin(size)), int(np.argmax(size))
+    assert size[large] - size[small] > 0.02
+    sep = np.abs(z[:, 0, :2] - z[:, 1, :2]).max(-1)
+    assert stats.ks_2samp(sep[u == small], sep[u == large]).pvalue > 1e-3
 
 
 @pytest.mark.parametrize(
