@@ -182,6 +182,16 @@ def metrics_figure(records, path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def _image_rows(axes, r0: int, images, labels: list[str]) -> int:
+    """Draw ``images [rows, cols, H, W, 3]`` from row ``r0`` of ``axes``, one label per row;
+    the next free row."""
+    for i, label in enumerate(labels):
+        for j in range(images.shape[1]):
+            axes[r0 + i, j].imshow(images[i, j], interpolation="nearest")
+        axes[r0 + i, 0].text(-0.1, 0.5, label, transform=axes[r0 + i, 0].transAxes, ha="right", va="center", fontsize=6)
+    return r0 + len(labels)
+
+
 def samples_figure(records, path: Path, title: str, seed: int = 0) -> None:
     """Per method (seed ``seed``, the most domains): samples with the same noise in each
     domain (rows), then CG-GAN's traversal of each latent."""
@@ -204,33 +214,9 @@ def samples_figure(records, path: Path, title: str, seed: int = 0) -> None:
         ax.axis("off")
     r0 = 0
     for meth, g in grids:
-        for d in range(nd):
-            for j in range(ne):
-                axes[r0 + d, j].imshow(g[d, j], interpolation="nearest")
-            axes[r0 + d, 0].text(
-                -0.1,
-                0.5,
-                f"{meth}\ndomain {d}",
-                transform=axes[r0 + d, 0].transAxes,
-                ha="right",
-                va="center",
-                fontsize=6,
-            )
-        r0 += nd
+        r0 = _image_rows(axes, r0, g, [f"{meth}\ndomain {d}" for d in range(nd)])
     for meth, t in trav:
-        for i in range(t.shape[0]):
-            for j in range(t.shape[1]):
-                axes[r0 + i, j].imshow(t[i, j], interpolation="nearest")
-            axes[r0 + i, 0].text(
-                -0.1,
-                0.5,
-                f"{meth}\ntraverse z{i}",
-                transform=axes[r0 + i, 0].transAxes,
-                ha="right",
-                va="center",
-                fontsize=6,
-            )
-        r0 += t.shape[0]
+        r0 = _image_rows(axes, r0, t, [f"{meth}\ntraverse z{i}" for i in range(t.shape[0])])
     fig.suptitle(title, fontsize=8)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
