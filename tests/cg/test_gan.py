@@ -101,6 +101,7 @@ def test_perturbation_draws_only_kept_latents_and_both_signs():
     assert int(gan.draw_perturbation(jax.random.PRNGKey(0), jnp.zeros(4))[0]) == 0  # none kept: the first
 
 
+@pytest.mark.slow  # a float64 conv net compiled twice: about 4 s (suite time)
 def test_r1_penalty_matches_directional_finite_differences(x64):
     d = jax.tree.map(lambda a: jnp.asarray(a, jnp.float64), gan.init_discriminator(jax.random.PRNGKey(6), A))
     x = jax.random.uniform(jax.random.PRNGKey(7), (2, 8, 8, 3), jnp.float64)

@@ -67,6 +67,7 @@ def _inversion_mcc(mix: np.ndarray, steps: int = 300) -> float:
     return metrics.mcc(z_real.reshape(512, -1), z_hat)
 
 
+@pytest.mark.slow  # two encoders trained: about 8 s (suite time)
 def test_inversion_mcc_is_high_for_the_true_generator_and_low_for_a_mixing_one():
     identity = _inversion_mcc(np.eye(4))
     c, s = np.cos(np.pi / 4), np.sin(np.pi / 4)

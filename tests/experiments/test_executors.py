@@ -187,6 +187,7 @@ def test_a_local_folder_is_refused_to_a_cluster_driver_and_cluster_drivers_share
 # --- the engines --------------------------------------------------------------------------
 
 
+@pytest.mark.slow  # a whole sweep through submitit: about 8 s (suite time)
 def test_slurm_path_through_submitits_debug_executor_gives_the_local_table(tmp_path):
     pytest.importorskip("submitit")
     one = ["--no-progress", "--lrs", "0.1", "--seeds", "3"]  # one group: one compile each, about 5 s in all

@@ -81,6 +81,7 @@ def test_a_fit_with_actions_learns_an_action_graph():
     assert f.kind == "action" and f.graph.shape == (3, 2) and f.encode(X).shape == (200, 3)
 
 
+@pytest.mark.slow  # 20,000 steps: about 15 s (suite time)
 def test_the_default_fit_prunes_a_sparse_action_graph():
     """The defaults recover the graph where it is sparse and identified: Lachapelle et al.'s action
     data (d_z = 10, d_x = 20: identity + cyclic sub-diagonal, 20 of 100 edges) as `mechind example-data
