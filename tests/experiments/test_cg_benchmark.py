@@ -36,6 +36,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # about 15 s (suite time: the default suite measured 429 s from a fresh clone)
 def test_end_to_end_and_an_experiment_equals_cg_fit(tmp_path):
     """A run of the experiment and cg.fit with the same settings give the same numbers: one
     training path (same preprocessing, config, key, steps)."""

@@ -34,6 +34,7 @@ TINY = [
 ]
 
 
+@pytest.mark.slow  # about 15 s (suite time)
 def test_end_to_end_tables_pairing_and_reuse(tmp_path):
     args = TINY + ["--out", str(tmp_path)]
     out = ms.main(args)

@@ -216,6 +216,7 @@ def test_torch_init_matches_pytorch_linear_statistics():
         train.SlotConfig(init="xavier")
 
 
+@pytest.mark.slow  # about 11 s (suite time)
 def test_restarts_share_data_and_batches_and_selection_takes_the_lowest_objective():
     task = train.make_task(SMALL, with_contrast=True)
     res = runner.run_group(
