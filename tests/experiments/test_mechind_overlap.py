@@ -8,6 +8,7 @@ from mechind import train
 from mechind.core import report
 
 
+@pytest.mark.slow  # about 19 s (suite time; the framework end to end stays in test_framework, resume in test_faults)
 def test_mechind_overlap_end_to_end_and_resume(tmp_path):
     args = [
         "--preset",

@@ -87,6 +87,7 @@ def test_contrast_lowers_c_comp():
     assert res.metrics["c_comp"][1] < 0.5 * res.metrics["c_comp"][0]
 
 
+@pytest.mark.slow  # about 13 s (suite time)
 def test_compositional_contrast_improves_sis_at_zero_overlap():
     """The experiment's core claim at small scale: lambda > 0 raises SIS at overlap 0."""
     cfg = train.SlotConfig(num_slots=2, overlap=0.0, num_train=5000, num_val=1000, num_steps=3000)
