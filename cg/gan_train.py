@@ -482,6 +482,8 @@ def finish(m: dict, truth: np.ndarray) -> dict:
         "kid": float(m["kid"]),
         "kid_real": float(m["kid_real"]),
         "importance": [float(x) for x in np.asarray(m["importance"])],
+        # the penalties are scale-free (times the latents' batch std); the scales themselves
+        "latent_scale": [float(x) for x in np.asarray(m["latent_scale"])],
     }
     d = corr.shape[1]
     match = -np.ones(d, int)

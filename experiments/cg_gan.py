@@ -43,7 +43,7 @@ from experiments.framework import default_of, setting
 from mechind.core import report
 from mechind.scene_train import unpack_images
 
-RECORD_VERSION = 1
+RECORD_VERSION = 2  # 2: records carry latent_scale
 C = gan_train.GanConfig
 
 

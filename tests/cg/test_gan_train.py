@@ -94,6 +94,7 @@ def test_finish_matches_latents_then_scores_the_mask_on_hand_built_metrics():
         "importance": np.array([0.05, 0.5, 0.02, 0.6]),
         "uses_mask": 1.0,
         "has_prior": 1.0,
+        "latent_scale": np.array([1.0, 2.0, 0.5, 1.5]),
     }
     out = gan_train.finish(m, truth)
     assert out["mcc"] == pytest.approx(0.91)
@@ -101,7 +102,7 @@ def test_finish_matches_latents_then_scores_the_mask_on_hand_built_metrics():
     wrong = gan_train.finish({**m, "importance": np.array([0.5, 0.05, 0.6, 0.02])}, truth)
     assert (wrong["mask_precision"], wrong["mask_recall"]) == (0.0, 0.0)
     assert (out["mask_precision_dense"], out["mask_recall_dense"]) == (0.5, 1.0)
-    assert out["mask_size"] == 2
+    assert out["mask_size"] == 2 and out["latent_scale"] == [1.0, 2.0, 0.5, 1.5]
     assert out["mcc_pca"] == pytest.approx(0.2)
     plain = gan_train.finish({**m, "has_prior": 0.0, "uses_mask": 0.0}, truth)
     assert "mask_precision" not in plain  # no latent of a plain cGAN is domain-specific
