@@ -224,9 +224,9 @@ class GanState(NamedTuple):
     key: Array  # raw key data; step i draws from fold_in(key, i)
 
 
-def _adam(lr):
-    tx = optax.inject_hyperparams(optax.adam)(learning_rate=1.0, b1=0.0, b2=0.99)
-    return tx
+def _adam():
+    """Adam(0, 0.99) whose step size is set per run in its state (:func:`_init_opt`)."""
+    return optax.inject_hyperparams(optax.adam)(learning_rate=1.0, b1=0.0, b2=0.99)
 
 
 def _init_opt(tx, params, lr):
@@ -256,7 +256,7 @@ def init_state(config: GanConfig, key: Array, data: dict, hp: HParams) -> GanSta
     a = config.arch
     kg, kd = jax.random.split(jax.random.fold_in(key, 1))
     g, d = gan.init_generator(kg, a), gan.init_discriminator(kd, a)
-    tx = _adam(hp.lr)
+    tx = _adam()
     return GanState(g, d, _init_opt(tx, g, hp.lr), _init_opt(tx, d, hp.lr), rng.to_data(jax.random.fold_in(key, 2)))
 
 
@@ -289,7 +289,7 @@ def train_step(config: GanConfig, state: GanState, data: dict, hp: HParams, i: A
     x_real, _, u_real = real_batch(config, data, k_real, b, hp.num_domains)
     eps = jax.random.normal(k_eps, (b, a.latent_dim))
     u_fake = config.dataset.labels(k_u, b, hp.num_domains)
-    tx = _adam(hp.lr)
+    tx = _adam()
 
     x_fake, _ = gan.generate(state.g, a, eps, u_fake, v)
     d_loss, d_grads = jax.value_and_grad(gan.discriminator_loss)(
